@@ -1,0 +1,41 @@
+# The two commands a new user runs are `make demo` and `make test`. Each one
+# builds .venv from nothing when it is missing or out of date.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.rollway-installed
+# Must match the TensorFlow minor version pinned in pyproject.toml.
+TF_SERVING_API := tensorflow-serving-api==2.21.0
+
+.PHONY: venv demo test lint typecheck unit bench clean
+
+venv: $(STAMP)
+
+# tensorflow-serving-api goes in with --no-deps: its metadata asks for the full
+# `tensorflow` wheel, which would sit beside tensorflow-cpu. Its real needs
+# (grpcio, protobuf) are in pyproject.toml.
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps '$(TF_SERVING_API)'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m functions.demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check loader functions tests
+	$(VENV)/bin/ruff format --check loader functions tests
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+test: lint typecheck
+	$(VENV)/bin/pytest
+
+bench: $(STAMP)
+	$(PY) -m tests.bench.bench_predict
+
+clean:
+	rm -rf $(VENV) tests/bench/results/*.tmp .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""rollway's deployables: the TF Serving-compatible server and the CLI."""

@@ -1,0 +1,40 @@
+"""The ``rollway`` command: one subcommand per deployable."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand -> (module with main(argv) -> int, one-line summary)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": (
+        "functions.serving.server",
+        "serve models over TF Serving's gRPC API (drop-in for tensorflow_model_server)",
+    ),
+}
+
+
+def usage() -> str:
+    lines = ["usage: rollway COMMAND [FLAGS]", "", "commands:"]
+    lines += [f"  {name:<10}{summary}" for name, (_, summary) in COMMANDS.items()]
+    lines += ["", "Run 'rollway COMMAND --help' for a command's flags."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if args else 2
+    command = COMMANDS.get(args[0])
+    if command is None:
+        print(f"rollway: unknown command {args[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(command[0])
+    result: int = module.main(args[1:])
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

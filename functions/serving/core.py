@@ -1,0 +1,97 @@
+"""ServingCore: the model configuration, the manager and the source, together.
+
+It owns the two operations that change what is served: the initial load at
+startup and a config reload (from ModelService.HandleReloadConfigRequest or
+from polling ``--model_config_file``). Both are synchronous: they return once
+the models they add have loaded, or raise naming what failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from functions.serving.manager import Manager, RetryPolicy
+from functions.serving.servable import Servable
+from functions.serving.source import FileSystemSource
+from loader.errors import Code, RollwayError, error_for_code
+from loader.model_config import ModelSpec, read_model_server_config
+from loader.versions import VersionId
+
+log = logging.getLogger(__name__)
+
+
+class ServingCore:
+    def __init__(
+        self,
+        load: Callable[[VersionId, Path], Servable],
+        retry: RetryPolicy,
+        num_load_threads: int,
+        allow_labels_for_unavailable: bool,
+        file_system_poll_wait_seconds: int,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.manager = Manager(
+            load, retry, num_load_threads, allow_labels_for_unavailable, on_change
+        )
+        self._source = FileSystemSource(self.manager, file_system_poll_wait_seconds)
+        self._poll_enabled = file_system_poll_wait_seconds >= 0
+        self._reload_lock = threading.Lock()
+        self._config_thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self, specs: Sequence[ModelSpec]) -> None:
+        """Loads the initial config; raises if any aspired version fails to load."""
+        self._apply(specs, wait_for=[s.name for s in specs])
+        self._source.start()
+
+    def reload(self, specs: Sequence[ModelSpec]) -> None:
+        """Replaces the config. Waits for newly added models (and for models whose
+        labels must find their versions loaded), as TF Serving's ReloadConfig."""
+        with self._reload_lock:
+            known = {s.name for s in self.manager.specs()}
+            self._apply(specs, wait_for=[s.name for s in specs if s.name not in known or s.labels])
+
+    def _apply(self, specs: Sequence[ModelSpec], wait_for: list[str]) -> None:
+        self.manager.set_models(specs)
+        if self._poll_enabled:
+            self._source.poll_once()
+        failures = self.manager.wait_settled(wait_for)
+        if failures:
+            details = "".join(f"{{{vid} due to error: {err.message}}}, " for vid, err in failures)
+            raise error_for_code(
+                Code.UNKNOWN,
+                f"{len(failures)} model version(s) did not become available: {{{details}}}",
+            )
+        for spec in specs:
+            self.manager.set_labels(spec.name, spec.labels)
+
+    def watch_config_file(self, path: str, poll_wait_seconds: int) -> None:
+        """Re-reads ``path`` every ``poll_wait_seconds`` and reloads when it changed."""
+        if poll_wait_seconds <= 0:
+            return
+        current = tuple(self.manager.specs())
+
+        def run() -> None:
+            nonlocal current
+            while not self._stop.wait(poll_wait_seconds):
+                try:
+                    specs = read_model_server_config(path)
+                    if specs != current:
+                        log.info("model config file %s changed; reloading", path)
+                        self.reload(specs)
+                        current = specs
+                except RollwayError as err:
+                    log.error("Failed to reload ModelServerConfig file %s: %s", path, err.message)
+                except Exception:
+                    log.exception("config file poll failed")
+
+        self._config_thread = threading.Thread(target=run, name="rollway-config-poll", daemon=True)
+        self._config_thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._source.stop()
+        self.manager.close()

@@ -1,0 +1,371 @@
+"""``rollway serve`` flags: tensorflow_model_server's names, defaults and syntax.
+
+:class:`ServerOptions` is the single source of truth: each field is one flag,
+and its metadata says what the flag does in rollway:
+
+* ``yes``: implemented as in TF Serving;
+* ``noop``: accepted so existing launch commands work, but it has no effect
+  here (the help text says why);
+* ``later``: the feature is not built yet; setting the flag to anything but
+  its default fails at startup with "not supported yet".
+
+Every flag also reads ``ROLLWAY_<FLAG_NAME_IN_CAPITALS>`` from the environment
+(Knative passes configuration that way); the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+_CPUS = os.cpu_count() or 1
+ENV_PREFIX = "ROLLWAY_"
+
+
+def _flag(default: Any, help: str, support: str = "yes", why: str = "") -> Any:
+    return field(default=default, metadata={"help": help, "support": support, "why": why})
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    # gRPC
+    port: int = _flag(
+        8500, "TCP port for the gRPC API. 0 disables TCP (then --grpc_socket_path is required)."
+    )
+    grpc_socket_path: str = _flag(
+        "", "If non-empty, also listen for the gRPC API on this UNIX socket path."
+    )
+    bind_address: str = _flag(
+        "0.0.0.0", "rollway only: the address --port binds to (TF Serving always uses 0.0.0.0)."
+    )
+    grpc_channel_arguments: str = _flag(
+        "",
+        "Comma-separated key=value gRPC server arguments, e.g. grpc.max_connection_age_ms=2000. Integer values are passed as integers. They override rollway's defaults, including the 2 GiB message size limits (grpc.max_receive_message_length, grpc.max_send_message_length).",
+    )
+    grpc_max_threads: int = _flag(4 * _CPUS, "Maximum gRPC server threads handling requests.")
+    enable_grpc_healthcheck_service: bool = _flag(
+        True,
+        "Serve grpc.health.v1.Health, model-aware: SERVING only when every configured model has an AVAILABLE version. Unlike TF Serving (default false), on by default, for Kubernetes and Knative probes.",
+    )
+    ssl_config_file: str = _flag(
+        "",
+        "An SSLConfig text proto for a TLS gRPC port.",
+        "later",
+        "TLS is not supported yet: terminate TLS at the Knative/Kubernetes ingress",
+    )
+    use_alts_credentials: bool = _flag(
+        False, "Use Google ALTS credentials.", "later", "ALTS is not supported"
+    )
+    # REST
+    rest_api_port: int = _flag(
+        0,
+        "Port for the HTTP/REST API; 0 disables it.",
+        "later",
+        "the REST API is not supported yet",
+    )
+    rest_api_num_threads: int = _flag(
+        4 * _CPUS, "Threads for the HTTP/REST API.", "noop", "only used by the REST API"
+    )
+    rest_api_timeout_in_ms: int = _flag(
+        30000, "Timeout for HTTP/REST API calls.", "noop", "only used by the REST API"
+    )
+    rest_api_enable_cors_support: bool = _flag(
+        False, "Add CORS headers to REST responses.", "later", "the REST API is not supported yet"
+    )
+    # models
+    model_name: str = _flag("default", "Name of the model (ignored if --model_config_file is set).")
+    model_base_path: str = _flag(
+        "",
+        "Absolute path of the model's base directory, holding numbered version directories (ignored if --model_config_file is set).",
+    )
+    model_config_file: str = _flag(
+        "",
+        "A ModelServerConfig text proto naming the models to serve, with version policies and labels.",
+    )
+    model_config_file_poll_wait_seconds: int = _flag(
+        0, "Seconds between re-reads of --model_config_file; 0 reads it once."
+    )
+    file_system_poll_wait_seconds: int = _flag(
+        1,
+        "Seconds between polls of the model base paths for new or removed versions; 0 polls once at startup; negative never polls.",
+    )
+    saved_model_tags: str = _flag(
+        "serve", "Comma-separated tags of the MetaGraph to load from each SavedModel."
+    )
+    allow_version_labels_for_unavailable_models: bool = _flag(
+        False, "Allow a new version label to point to a version that is not loaded yet."
+    )
+    # loading
+    num_load_threads: int = _flag(0, "Threads loading versions in parallel; 0 loads one at a time.")
+    num_unload_threads: int = _flag(
+        0, "Threads unloading versions.", "noop", "unloading drops a reference and needs no thread"
+    )
+    max_num_load_retries: int = _flag(
+        5, "Retries after a failed load before the version is marked failed; 0 tries once."
+    )
+    load_retry_interval_micros: int = _flag(
+        60_000_000, "Microseconds between load retries; negative means no wait."
+    )
+    flush_filesystem_caches: bool = _flag(
+        True,
+        "Flush file system caches after loading.",
+        "noop",
+        "the Python runtime holds no file system caches to flush",
+    )
+    enable_model_warmup: bool = _flag(
+        True,
+        "Replay assets.extra/tf_serving_warmup_requests (predict logs) before a version becomes AVAILABLE.",
+    )
+    num_request_iterations_for_warmup: int = _flag(
+        0, "Times each warmup request is replayed; used when > 0, else 1."
+    )
+    remove_unused_fields_from_bundle_metagraph: bool = _flag(
+        True,
+        "Drop unused MetaGraphDef fields to save memory.",
+        "noop",
+        "rollway keeps only the SignatureDefs",
+    )
+    # TensorFlow runtime
+    tensorflow_session_parallelism: int = _flag(
+        0, "Threads for both TensorFlow thread pools; 0 auto-configures."
+    )
+    tensorflow_intra_op_parallelism: int = _flag(
+        0, "Threads parallelising one op; 0 auto-configures."
+    )
+    tensorflow_inter_op_parallelism: int = _flag(0, "Ops run at once; 0 auto-configures.")
+    tensorflow_session_config_file: str = _flag(
+        "",
+        "A ConfigProto text proto for the TensorFlow session.",
+        "later",
+        "session config files are not supported yet; use the parallelism flags",
+    )
+    per_process_gpu_memory_fraction: float = _flag(
+        0.0, "Fraction of GPU memory to take.", "later", "rollway serves with tensorflow-cpu"
+    )
+    xla_cpu_compilation_enabled: bool = _flag(
+        False, "Enable XLA:CPU JIT.", "later", "XLA JIT is not supported yet"
+    )
+    xla_gpu_compilation_enabled: bool = _flag(
+        False, "Enable XLA:CPU and XLA:GPU JIT.", "later", "XLA JIT is not supported yet"
+    )
+    mixed_precision: str = _flag(
+        "", "Mixed precision mode.", "later", "mixed precision is not supported yet"
+    )
+    # features of later releases
+    enable_batching: bool = _flag(
+        False, "Batch requests server-side.", "later", "request batching is not supported yet"
+    )
+    enable_per_model_batching_parameters: bool = _flag(
+        False,
+        "Read batching_params.pbtxt from each SavedModel.",
+        "later",
+        "request batching is not supported yet",
+    )
+    batching_parameters_file: str = _flag(
+        "",
+        "A BatchingParameters text proto (needs --enable_batching).",
+        "later",
+        "request batching is not supported yet",
+    )
+    monitoring_config_file: str = _flag(
+        "",
+        "A MonitoringConfig text proto (Prometheus metrics).",
+        "later",
+        "Prometheus metrics are not supported yet",
+    )
+    enable_serialization_as_tensor_content: bool = _flag(
+        False, "Encode Predict outputs in tensor_content instead of the typed *_val fields."
+    )
+    enable_signature_method_name_check: bool = _flag(
+        False,
+        "Check SignatureDef method names for Classify/Regress.",
+        "noop",
+        "Classify and Regress are not supported yet",
+    )
+    platform_config_file: str = _flag(
+        "", "A PlatformConfigMap text proto.", "later", "platform configs are not supported"
+    )
+    prefer_tflite_model: bool = _flag(
+        False,
+        "Prefer model.tflite in the SavedModel.",
+        "later",
+        "TensorFlow Lite models are not supported",
+    )
+    num_tflite_pools: int = _flag(
+        _CPUS, "TFLite interpreter pools.", "noop", "TensorFlow Lite models are not supported"
+    )
+    num_tflite_interpreters_per_pool: int = _flag(
+        1, "TFLite interpreters per pool.", "noop", "TensorFlow Lite models are not supported"
+    )
+    thread_pool_factory_config_file: str = _flag(
+        "", "A ThreadPoolConfig text proto.", "later", "thread pool factories are not supported"
+    )
+    enable_profiler: bool = _flag(
+        True,
+        "Serve the TensorFlow profiler.",
+        "later",
+        "the profiler service is not supported yet; the default is accepted, an explicit --enable_profiler=true is refused",
+    )
+    skip_initialize_tpu: bool = _flag(
+        False, "Skip TPU initialisation.", "noop", "rollway does not use TPUs"
+    )
+    # rollway only
+    log_format: str = _flag("text", "rollway only: 'text' or 'json' (one JSON object per line).")
+    log_level: str = _flag("INFO", "rollway only: DEBUG, INFO, WARNING or ERROR.")
+    version: bool = _flag(False, "Print the version and exit.")
+
+
+class UsageError(ValueError):
+    """A bad command line or environment; the CLI prints usage and exits 2."""
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "t", "y"):
+        return True
+    if lowered in ("false", "0", "no", "f", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+_CONVERTERS: dict[type, Callable[[str], Any]] = {
+    bool: _parse_bool,
+    int: int,
+    float: float,
+    str: str,
+}
+
+
+def _converter(kind: type) -> Callable[[str], Any]:
+    return _CONVERTERS[kind]
+
+
+def _fields() -> list[dataclasses.Field[Any]]:
+    return list(dataclasses.fields(ServerOptions))
+
+
+def build_parser(prog: str = "rollway serve") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        allow_abbrev=False,
+        description=(
+            "Serve TensorFlow SavedModels over TensorFlow Serving's gRPC API. A drop-in "
+            "replacement for tensorflow_model_server: same flags (--flag=value or --flag "
+            "value), same ModelServerConfig files. Each flag can also be set with the "
+            f"environment variable {ENV_PREFIX}<FLAG_NAME_IN_CAPITALS>."
+        ),
+    )
+    hints = {bool: "BOOL", int: "INT", float: "FLOAT", str: "STRING"}
+    for f in _fields():
+        kind = _kind(f)
+        note = {"noop": " [accepted; no effect in rollway: {why}]",
+                "later": " [not supported yet: {why}]"}.get(f.metadata["support"], "")  # fmt: skip
+        text = f"{f.metadata['help']}{note.format(why=f.metadata['why'])} (default: {f.default})"
+        extra: dict[str, Any] = {"nargs": "?", "const": True} if kind is bool else {}
+        parser.add_argument(
+            f"--{f.name}", type=_converter(kind), default=None, metavar=hints[kind],
+            help=text.replace("%", "%%"), **extra,
+        )  # fmt: skip
+    return parser
+
+
+def _kind(f: dataclasses.Field[Any]) -> type:
+    return {"bool": bool, "int": int, "float": float, "str": str}[str(f.type)]
+
+
+@dataclass(frozen=True)
+class ParsedFlags:
+    options: ServerOptions
+    explicit: frozenset[str]  # flags given on the command line or in the environment
+
+
+def parse_flags(argv: Sequence[str], env: Mapping[str, str] | None = None) -> ParsedFlags:
+    """Parses and validates; raises SystemExit(2) with usage on any problem."""
+    env = os.environ if env is None else env
+    parser = build_parser()
+    namespace = parser.parse_args(list(argv))
+    values: dict[str, Any] = {}
+    explicit: set[str] = set()
+    for f in _fields():
+        given = getattr(namespace, f.name)
+        env_name = ENV_PREFIX + f.name.upper()
+        if given is None and env.get(env_name, "") != "":
+            try:
+                given = _converter(_kind(f))(env[env_name])
+            except (ValueError, argparse.ArgumentTypeError) as err:
+                parser.error(f"environment variable {env_name}: {err}")
+        if given is not None:
+            values[f.name] = given
+            explicit.add(f.name)
+    options = ServerOptions(**values)
+    try:
+        validate(options, frozenset(explicit))
+    except UsageError as err:
+        parser.error(str(err))
+    return ParsedFlags(options, frozenset(explicit))
+
+
+def validate(options: ServerOptions, explicit: frozenset[str]) -> None:
+    """Cross-flag rules, and refusal of features that are not built yet."""
+    o = options
+    if o.version:
+        return
+    if o.tensorflow_intra_op_parallelism > 0 and o.tensorflow_inter_op_parallelism > 0 \
+            and o.tensorflow_session_parallelism > 0:  # fmt: skip
+        raise UsageError(
+            "Either configure --tensorflow_session_parallelism or "
+            "(--tensorflow_intra_op_parallelism, --tensorflow_inter_op_parallelism) "
+            "separately. You cannot configure all."
+        )
+    if o.batching_parameters_file and not o.enable_batching:
+        raise UsageError(
+            "--batching_parameters_file is set without setting --enable_batching to true."
+        )
+    if not o.model_base_path and not o.model_config_file:
+        raise UsageError("Both --model_base_path and --model_config_file are empty!")
+    if not 0 <= o.port <= 65535 or not 0 <= o.rest_api_port <= 65535:
+        raise UsageError("--port and --rest_api_port must be between 0 and 65535")
+    if o.port == 0 and not o.grpc_socket_path:
+        raise UsageError("--port=0 disables TCP, so --grpc_socket_path is required")
+    if o.rest_api_port and o.rest_api_port == o.port:
+        raise UsageError("--rest_api_port cannot be same as --port.")
+    for name in ("grpc_max_threads",):
+        if getattr(o, name) < 1:
+            raise UsageError(f"--{name} must be at least 1")
+    for name in ("num_load_threads", "max_num_load_retries", "num_request_iterations_for_warmup",
+                 "tensorflow_session_parallelism", "tensorflow_intra_op_parallelism",
+                 "tensorflow_inter_op_parallelism", "model_config_file_poll_wait_seconds"):  # fmt: skip
+        if getattr(o, name) < 0:
+            raise UsageError(f"--{name} must not be negative")
+    if o.log_format not in ("text", "json"):
+        raise UsageError(f"--log_format must be 'text' or 'json', got {o.log_format!r}")
+    if o.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise UsageError(f"--log_level must be DEBUG, INFO, WARNING or ERROR, got {o.log_level!r}")
+    if not [t for t in o.saved_model_tags.split(",") if t]:
+        raise UsageError("--saved_model_tags must name at least one tag")
+    parse_channel_arguments(o.grpc_channel_arguments)
+    for f in _fields():
+        if f.metadata["support"] != "later":
+            continue
+        value = getattr(o, f.name)
+        if value != f.default or (f.name == "enable_profiler" and f.name in explicit and value):
+            raise UsageError(f"--{f.name} is not supported yet: {f.metadata['why']}")
+
+
+def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
+    """TF Serving's --grpc_channel_arguments: ``k=v,k=v``; int32 values become ints."""
+    result: list[tuple[str, int | str]] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--grpc_channel_arguments: {item!r} is not key=value")
+        try:
+            number = int(value)
+            result.append((key, number) if -(2**31) <= number < 2**31 else (key, value))
+        except ValueError:
+            result.append((key, value))
+    return result

@@ -1,0 +1,121 @@
+"""Thin gRPC adapters over the data plane: TF Serving's PredictionService and
+ModelService, with the stubs and messages of ``tensorflow-serving-api``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from functions.serving import inference, tensors
+from functions.serving.core import ServingCore
+from functions.serving.grpc_status import rpc_errors
+from loader.errors import InvalidArgument, Unimplemented
+from loader.model_config import specs_from_proto
+
+
+def selector_from_proto(request: Any) -> inference.ModelSelector:
+    if not request.HasField("model_spec"):
+        raise InvalidArgument("Missing ModelSpec")
+    spec = request.model_spec
+    choice = spec.WhichOneof("version_choice")
+    return inference.ModelSelector(
+        name=spec.name,
+        version=spec.version.value if choice == "version" else None,
+        label=spec.version_label if choice == "version_label" else None,
+        signature_name=spec.signature_name,
+    )
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
+    def __init__(self, core: ServingCore, tensor_content: bool = False) -> None:
+        self._manager = core.manager
+        self._as_content = tensor_content
+
+    @rpc_errors
+    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
+        result = inference.predict(
+            self._manager,
+            selector_from_proto(request),
+            request.inputs,
+            tensors.to_ndarray,
+            request.output_filter,
+        )
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = result.version_id.model
+        response.model_spec.version.value = result.version_id.version
+        response.model_spec.signature_name = result.signature_name
+        for name, array in result.outputs.items():
+            tensors.from_ndarray(array, response.outputs[name], as_content=self._as_content)
+        return response
+
+    @rpc_errors
+    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        selector = selector_from_proto(request)
+        servable, signature_defs = inference.model_metadata(
+            self._manager, selector, request.metadata_field
+        )
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = servable.version_id.model
+        response.model_spec.version.value = servable.version_id.version
+        response.metadata[inference.SIGNATURE_DEF_FIELD].Pack(signature_defs)
+        return response
+
+    @rpc_errors
+    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
+        raise Unimplemented("Classify is not supported yet by rollway; use Predict")
+
+    @rpc_errors
+    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
+        raise Unimplemented("Regress is not supported yet by rollway; use Predict")
+
+    @rpc_errors
+    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
+        raise Unimplemented("MultiInference is not supported yet by rollway; use Predict")
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
+    def __init__(self, core: ServingCore) -> None:
+        self._core = core
+
+    @rpc_errors
+    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
+        if not request.HasField("model_spec"):
+            raise InvalidArgument("Missing ModelSpec")
+        spec = request.model_spec
+        version = spec.version.value if spec.WhichOneof("version_choice") == "version" else None
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for status in inference.model_status(self._core.manager, spec.name, version):
+            entry = response.model_version_status.add()
+            entry.version = status.version
+            entry.state = int(status.state)
+            if status.error is not None:
+                entry.status.error_code = int(status.error.code)
+                entry.status.error_message = status.error.message
+        return response
+
+    @rpc_errors
+    def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:
+        config = request.config
+        if config.WhichOneof("config") != "model_config_list":
+            raise InvalidArgument(
+                "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
+                "ModelConfigList is currently supported"
+            )
+        self._core.reload(specs_from_proto(config, "ReloadConfigRequest"))
+        return model_management_pb2.ReloadConfigResponse()
+
+
+def add_services(server: grpc.Server, core: ServingCore, tensor_content: bool) -> None:
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(core, tensor_content), server
+    )
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)

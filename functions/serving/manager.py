@@ -1,0 +1,399 @@
+"""The version manager: loads, serves and unloads model versions.
+
+Modelled on TensorFlow Serving's AspiredVersionsManager with the
+AvailabilityPreservingPolicy:
+
+* A *source* tells the manager, per model, the whole set of versions found on
+  storage (never deltas). The pure version policy turns that into the
+  *aspired* set.
+* Aspired versions are loaded on a thread pool, with retries as configured.
+* A version that is no longer aspired is unloaded only when that cannot leave
+  the model without a serving version: a new version loads before the old one
+  unloads, and a new version that fails leaves the old one serving.
+* Unlike TF Serving, a version that failed is loaded again once the content
+  of its directory changes, so a half-copied version is never stranded.
+
+The request path (:meth:`Manager.resolve`) takes no lock: it reads an
+immutable snapshot that is replaced whenever a version changes state.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from functions.serving.servable import Servable
+from loader.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    LoadError,
+    NotFound,
+    RollwayError,
+)
+from loader.model_config import ModelSpec
+from loader.policy import aspired_versions
+from loader.versions import VersionId, content_fingerprint
+
+log = logging.getLogger(__name__)
+
+
+class VersionState(enum.IntEnum):
+    """A version's lifecycle in a server; values are ModelVersionStatus.State's."""
+
+    START = 10
+    LOADING = 20
+    AVAILABLE = 30
+    UNLOADING = 40
+    END = 50
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    version: int
+    state: VersionState
+    error: RollwayError | None = None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``--max_num_load_retries`` and ``--load_retry_interval_micros``."""
+
+    max_retries: int = 5
+    interval_seconds: float = 60.0
+
+
+LoadFn = Callable[[VersionId, Path], Servable]
+
+
+@dataclass(eq=False)
+class _Version:
+    number: int
+    path: Path
+    state: VersionState = VersionState.START
+    servable: Servable | None = None
+    error: RollwayError | None = None
+    fingerprint: str | None = None
+
+
+@dataclass(eq=False)
+class _Model:
+    spec: ModelSpec
+    versions: dict[int, _Version] = field(default_factory=dict)
+    aspired: frozenset[int] | None = None  # None until the source reported once
+    labels: dict[str, int] = field(default_factory=dict)
+    configured: bool = True
+
+
+@dataclass(frozen=True)
+class _View:
+    """What the request path sees of one model."""
+
+    available: Mapping[int, Servable]
+    latest: int | None
+    labels: Mapping[str, int]
+
+
+class Manager:
+    def __init__(
+        self,
+        load: LoadFn,
+        retry: RetryPolicy = RetryPolicy(),
+        num_load_threads: int = 1,
+        allow_labels_for_unavailable: bool = False,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self._load = load
+        self._retry = retry
+        self._allow_unavailable_labels = allow_labels_for_unavailable
+        self._on_change = on_change
+        self._cond = threading.Condition()
+        self._models: dict[str, _Model] = {}
+        self._views: dict[str, _View] = {}
+        self._closed = threading.Event()
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, num_load_threads), thread_name_prefix="rollway-load"
+        )
+
+    # ----------------------------------------------------------- configuration
+
+    def set_models(self, specs: Iterable[ModelSpec]) -> list[str]:
+        """Replaces the set of configured models; returns the names that are new.
+
+        Models left out lose their aspired versions, so they are unloaded.
+        Labels are set separately, with :meth:`set_labels`, once versions load.
+        """
+        specs = list(specs)
+        wanted = {s.name for s in specs}
+        added: list[str] = []
+        with self._cond:
+            for spec in specs:
+                model = self._models.get(spec.name)
+                if model is None or not model.configured:
+                    self._models[spec.name] = model = _Model(spec, model.versions if model else {})
+                    added.append(spec.name)
+                model.spec, model.configured = spec, True
+            for name, model in self._models.items():
+                if name not in wanted and model.configured:
+                    log.info("model %s left the config; unloading its versions", name)
+                    model.configured, model.aspired, model.labels = False, frozenset(), {}
+                    self._unload_unaspired(model)
+            self._publish()
+        return added
+
+    def specs(self) -> list[ModelSpec]:
+        with self._cond:
+            return [m.spec for m in self._models.values() if m.configured]
+
+    def set_versions(self, name: str, found: Mapping[int, Path]) -> None:
+        """The source's report: every version of ``name`` found on storage."""
+        with self._cond:
+            model = self._models.get(name)
+            if model is None or not model.configured:
+                return
+            aspired = aspired_versions(found, model.spec.policy)
+            retry_candidates = [
+                v for v in aspired
+                if (r := model.versions.get(v)) is not None
+                and r.state is VersionState.END and r.error is not None
+            ]  # fmt: skip
+        # Fingerprints read the file system: do it outside the lock.
+        changed = {
+            v for v in retry_candidates
+            if content_fingerprint(found[v]) != model.versions[v].fingerprint
+        }  # fmt: skip
+        with self._cond:
+            if not model.configured or self._closed.is_set():
+                return
+            for number in sorted(aspired, reverse=True):
+                record = model.versions.get(number)
+                if record is not None and record.state is not VersionState.END:
+                    continue
+                if record is not None and record.error is not None and number not in changed:
+                    continue  # failed, and nothing changed since: don't hammer it
+                if record is not None and record.error is not None:
+                    log.info("%s changed on storage since it failed; loading it again",
+                             VersionId(name, number))  # fmt: skip
+                self._start_load(model, number, found[number])
+            model.aspired = aspired
+            self._unload_unaspired(model)
+            self._publish()
+
+    def set_labels(self, name: str, labels: Mapping[str, int]) -> None:
+        """Applies a model's version labels, with TF Serving's rules.
+
+        A label may point only to an AVAILABLE version. With
+        ``--allow_version_labels_for_unavailable_models`` a *new* label (or one
+        left unchanged) may point to any version; moving a label still needs
+        a loaded target.
+        """
+        with self._cond:
+            model = self._models.get(name)
+            if model is None or not model.configured:
+                raise NotFound(f"Could not find any versions of model {name}")
+            for label, version in labels.items():
+                record = model.versions.get(version)
+                available = record is not None and record.state is VersionState.AVAILABLE
+                previous = model.labels.get(label)
+                tolerated = self._allow_unavailable_labels and previous in (None, version)
+                if not available and not tolerated:
+                    raise FailedPrecondition(
+                        f"Request to assign label to version {version} of model {name}, "
+                        "which is not currently available for inference"
+                    )
+            model.labels = dict(labels)
+            self._publish()
+
+    # ------------------------------------------------------------ request path
+
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
+        """The servable a request names, or NotFound/InvalidArgument as TF Serving."""
+        view = self._views.get(name)
+        if label:
+            if view is None or label not in view.labels:
+                raise InvalidArgument(f"Unrecognized servable version label: {label}")
+            version = view.labels[label]
+        if version is None:
+            if view is None or view.latest is None:
+                raise NotFound(f"Servable not found for request: Latest({name})")
+            return view.available[view.latest]
+        servable = view.available.get(version) if view is not None else None
+        if servable is None:
+            raise NotFound(f"Servable not found for request: Specific({name}, {version})")
+        return servable
+
+    # ------------------------------------------------------------------ status
+
+    def statuses(self, name: str) -> list[VersionStatus]:
+        """Every version the manager knows of ``name``, newest first."""
+        with self._cond:
+            model = self._models.get(name)
+            if model is None:
+                return []
+            return [
+                VersionStatus(r.number, r.state, r.error)
+                for r in sorted(model.versions.values(), key=lambda r: -r.number)
+            ]
+
+    def labels(self, name: str) -> dict[str, int]:
+        view = self._views.get(name)
+        return dict(view.labels) if view else {}
+
+    def is_ready(self) -> bool:
+        """True when every configured model has at least one AVAILABLE version."""
+        with self._cond:
+            configured = [n for n, m in self._models.items() if m.configured]
+            views = self._views
+            return bool(configured) and all(views[n].latest is not None for n in configured)
+
+    def wait_settled(
+        self, names: Iterable[str], timeout: float | None = None
+    ) -> list[tuple[VersionId, RollwayError]]:
+        """Waits until every aspired version of ``names`` is AVAILABLE or has failed.
+
+        Returns the failed versions with their errors. On timeout, versions
+        still loading are returned too, with an error that says so.
+        """
+        names = list(names)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._settled(names):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if (remaining is not None and remaining <= 0) or self._closed.is_set():
+                    break
+                self._cond.wait(remaining)
+            failures: list[tuple[VersionId, RollwayError]] = []
+            for name in names:
+                model = self._models.get(name)
+                if model is None:
+                    continue
+                for number in sorted(model.aspired or ()):
+                    record = model.versions[number]
+                    if record.state is VersionState.END and record.error is not None:
+                        failures.append((VersionId(name, number), record.error))
+                    elif record.state is not VersionState.AVAILABLE:
+                        failures.append((VersionId(name, number), LoadError(
+                            f"still {record.state.name} after {timeout}s")))  # fmt: skip
+            return failures
+
+    def _settled(self, names: list[str]) -> bool:
+        for name in names:
+            model = self._models.get(name)
+            if model is None or not model.configured:
+                continue
+            if model.aspired is None:
+                return False
+            for number in model.aspired:
+                if model.versions[number].state not in (VersionState.AVAILABLE, VersionState.END):
+                    return False
+        return True
+
+    def close(self) -> None:
+        """Stops loading, and unloads everything."""
+        self._closed.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._cond:
+            for model in self._models.values():
+                for record in model.versions.values():
+                    record.servable = None
+                    if record.state is not VersionState.END:
+                        record.state = VersionState.END
+            self._views = {}
+
+    # ---------------------------------------------------------------- internal
+
+    def _start_load(self, model: _Model, number: int, path: Path) -> None:
+        record = _Version(number, path)
+        model.versions[number] = record
+        self._pool.submit(self._load_with_retries, model, record)
+
+    def _still_wanted(self, model: _Model, record: _Version) -> bool:
+        with self._cond:
+            return (
+                not self._closed.is_set()
+                and model.configured
+                and model.versions.get(record.number) is record
+                and (model.aspired is None or record.number in model.aspired)
+            )
+
+    def _load_with_retries(self, model: _Model, record: _Version) -> None:
+        version_id = VersionId(model.spec.name, record.number)
+        with self._cond:
+            record.state = VersionState.LOADING
+        servable: Servable | None = None
+        error: RollwayError = LoadError("load cancelled: the version is no longer aspired")
+        fingerprint: str | None = None
+        for attempt in range(self._retry.max_retries + 1):
+            if not self._still_wanted(model, record):
+                break
+            fingerprint = content_fingerprint(record.path)
+            try:
+                servable = self._load(version_id, record.path)
+                break
+            except RollwayError as err:
+                error = err
+            except Exception as err:  # a loader bug must not kill the pool thread
+                log.exception("unexpected error loading %s", version_id)
+                error = LoadError(f"{type(err).__name__}: {err}")
+            log.warning(
+                "loading %s failed (attempt %d of %d): %s",
+                version_id, attempt + 1, self._retry.max_retries + 1, error.message,
+            )  # fmt: skip
+            if attempt < self._retry.max_retries and self._retry.interval_seconds > 0:
+                self._closed.wait(self._retry.interval_seconds)
+        with self._cond:
+            if model.versions.get(record.number) is not record or self._closed.is_set():
+                return  # superseded; drop whatever was loaded
+            if servable is not None:
+                record.state, record.servable, record.error = VersionState.AVAILABLE, servable, None
+                log.info("%s is AVAILABLE", version_id)
+            else:
+                record.state, record.error, record.fingerprint = (
+                    VersionState.END,
+                    error,
+                    fingerprint,
+                )
+                log.error("%s failed to load: %s", version_id, error.message)
+            self._unload_unaspired(model)
+            self._publish()
+
+    def _unload_unaspired(self, model: _Model) -> None:
+        """AvailabilityPreservingPolicy: never leaves a model with nothing serving
+        while an aspired version could still take over."""
+        aspired = model.aspired or frozenset()
+        ready = {v for v, r in model.versions.items() if r.state is VersionState.AVAILABLE}
+        unaspired = sorted(ready - aspired)
+        while unaspired and (not aspired or ready & aspired or len(unaspired) > 1):
+            number = unaspired.pop(0)
+            record = model.versions[number]
+            record.state = VersionState.UNLOADING
+            record.servable = None  # in-flight requests keep their own reference
+            record.state = VersionState.END
+            ready.discard(number)
+            log.info("unloaded %s", VersionId(model.spec.name, number))
+        # A version that is neither aspired nor loaded/loading is forgotten
+        # only once it ended; its END status stays visible, as in TF Serving.
+
+    def _publish(self) -> None:
+        """Rebuilds the request path's snapshot. Call with the lock held."""
+        views: dict[str, _View] = {}
+        for name, model in self._models.items():
+            if not model.configured:
+                continue
+            available = {
+                v: r.servable
+                for v, r in model.versions.items()
+                if r.state is VersionState.AVAILABLE and r.servable is not None
+            }
+            views[name] = _View(available, max(available, default=None), dict(model.labels))
+        self._views = views
+        self._cond.notify_all()
+        if self._on_change is not None:
+            self._on_change()

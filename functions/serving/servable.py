@@ -1,0 +1,288 @@
+"""One loaded SavedModel version: its signatures and how to run them.
+
+The contract of :meth:`Servable.run`: inputs are validated against the
+signature (names, dtypes, shapes) before TensorFlow sees them, so a bad
+request is an ``InvalidArgument`` that names the input, never an internal
+error. TensorFlow's own errors are mapped by their canonical code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy.typing as npt
+
+from functions.serving import tensors
+from loader.errors import (
+    Code,
+    FailedPrecondition,
+    InvalidArgument,
+    LoadError,
+    RollwayError,
+    error_for_code,
+)
+from loader.versions import VersionId
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIGNATURE = "serving_default"
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    dtype: int  # TensorFlow DataType enum value
+    shape: tuple[int, ...] | None  # None: unknown rank; -1: unknown dimension
+
+    def describe(self) -> str:
+        dims = "?" if self.shape is None else str(list(self.shape))
+        return f"{tensors.dtype_name(self.dtype)} {dims}"
+
+
+@dataclass(frozen=True)
+class Signature:
+    name: str
+    method_name: str
+    inputs: Mapping[str, TensorSpec]
+    outputs: Mapping[str, TensorSpec]
+    function: Any  # a tf.types.experimental.ConcreteFunction
+
+
+def _spec(tensor_info: Any) -> TensorSpec:
+    shape = tensor_info.tensor_shape
+    dims = None if shape.unknown_rank else tuple(int(d.size) for d in shape.dim)
+    return TensorSpec(int(tensor_info.dtype), dims)
+
+
+def read_signature_defs(path: Path, tags: Iterable[str]) -> Any:
+    """The SignatureDefMap of the MetaGraph whose tag set equals ``tags``."""
+    from tensorflow.core.protobuf import saved_model_pb2
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    pb, pbtxt = path / "saved_model.pb", path / "saved_model.pbtxt"
+    if pb.is_file():
+        saved.ParseFromString(pb.read_bytes())
+    elif pbtxt.is_file():
+        from google.protobuf import text_format
+
+        text_format.Parse(pbtxt.read_text(encoding="utf-8"), saved)
+    else:
+        raise LoadError(
+            f"SavedModel file does not exist at: {path}/{{saved_model.pbtxt|saved_model.pb}}",
+            Code.NOT_FOUND,
+        )
+    wanted = set(tags)
+    for meta_graph in saved.meta_graphs:
+        if set(meta_graph.meta_info_def.tags) == wanted:
+            result = get_model_metadata_pb2.SignatureDefMap()
+            for key, sig in meta_graph.signature_def.items():
+                result.signature_def[key].CopyFrom(sig)
+            return result
+    available = [sorted(m.meta_info_def.tags) for m in saved.meta_graphs]
+    raise LoadError(
+        f"MetaGraphDef associated with tags {sorted(wanted)} could not be found in "
+        f"SavedModel at {path}; available tag sets: {available}",
+        Code.NOT_FOUND,
+    )
+
+
+class Servable:
+    """A loaded version. Immutable after construction; safe to share across threads."""
+
+    def __init__(self, version_id: VersionId, path: Path, signature_defs: Any, model: Any):
+        self.version_id = version_id
+        self.path = path
+        self.signature_defs = signature_defs
+        self._model = model  # keeps the TF objects (variables, functions) alive
+        self.signatures: dict[str, Signature] = {}
+        for key, fn in model.signatures.items():
+            sig_def = signature_defs.signature_def.get(key)
+            if sig_def is None:
+                continue
+            self.signatures[key] = Signature(
+                name=key,
+                method_name=str(sig_def.method_name),
+                inputs={k: _spec(v) for k, v in sig_def.inputs.items()},
+                outputs={k: _spec(v) for k, v in sig_def.outputs.items()},
+                function=fn,
+            )
+
+    def signature(self, name: str) -> Signature:
+        sig = self.signatures.get(name or DEFAULT_SIGNATURE)
+        if sig is None:
+            raise FailedPrecondition(
+                f'Serving signature key "{name or DEFAULT_SIGNATURE}" not found.'
+            )
+        return sig
+
+    @staticmethod
+    def check_input_names(signature: Signature, names: Iterable[str]) -> None:
+        """TF Serving's checks on input aliases, made before any tensor is decoded."""
+        sent, expected = set(names), set(signature.inputs)
+        if len(sent) != len(expected):
+            raise InvalidArgument(
+                f"input size does not match signature: {len(sent)}!={len(expected)} "
+                f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(expected))}}}). "
+                f"Sent extra: {{{','.join(sorted(sent - expected))}}}. "
+                f"Missing but required: {{{','.join(sorted(expected - sent))}}}."
+            )
+        for name in sorted(sent - expected):
+            raise InvalidArgument(
+                f"input tensor alias not found in signature: {name}. Inputs expected to be in "
+                f"the set {{{','.join(sorted(expected))}}}."
+            )
+
+    def run(
+        self,
+        signature: Signature,
+        inputs: Mapping[str, npt.NDArray[Any]],
+        output_filter: Iterable[str] = (),
+    ) -> dict[str, npt.NDArray[Any]]:
+        """Runs ``signature``; returns the outputs named in ``output_filter`` (all if empty)."""
+        self.check_input_names(signature, inputs.keys())
+        _check_tensors(signature, inputs)
+        wanted = _check_output_filter(signature, output_filter)
+        import tensorflow as tf
+
+        try:
+            result = signature.function(**inputs)
+        except tf.errors.OpError as err:
+            raise error_for_code(Code(err.error_code), err.message) from err
+        except (TypeError, ValueError) as err:
+            raise InvalidArgument(f"signature {signature.name!r}: {err}") from err
+        return {k: v.numpy() for k, v in result.items() if k in wanted}
+
+
+def _check_tensors(signature: Signature, inputs: Mapping[str, npt.NDArray[Any]]) -> None:
+    for name, array in inputs.items():
+        spec = signature.inputs[name]
+        got = _dtype_enum(array)
+        if got != spec.dtype:
+            raise InvalidArgument(
+                f'input "{name}": expects dtype {tensors.dtype_name(spec.dtype)} but '
+                f"{tensors.dtype_name(got)} was provided"
+            )
+        if spec.shape is not None and not _shape_matches(spec.shape, array.shape):
+            raise InvalidArgument(
+                f'input "{name}": shape {list(array.shape)} is not compatible with the '
+                f"signature's shape {[d if d >= 0 else -1 for d in spec.shape]}"
+            )
+
+
+def _dtype_enum(array: npt.NDArray[Any]) -> int:
+    if array.dtype == object:
+        return 7
+    for enum, dtype in tensors.BY_ENUM.items():
+        if dtype.numpy == array.dtype:
+            return enum
+    return 0
+
+
+def _shape_matches(expected: tuple[int, ...], actual: tuple[int, ...]) -> bool:
+    return len(expected) == len(actual) and all(
+        e < 0 or e == a for e, a in zip(expected, actual, strict=True)
+    )
+
+
+def _check_output_filter(signature: Signature, output_filter: Iterable[str]) -> set[str]:
+    wanted: set[str] = set()
+    for name in output_filter:
+        if name not in signature.outputs:
+            raise InvalidArgument(
+                f"output tensor alias not found in signature: {name} Outputs expected to be in "
+                f"the set {{{','.join(sorted(signature.outputs))}}}."
+            )
+        if name in wanted:
+            raise InvalidArgument(f"duplicate output tensor alias: {name}")
+        wanted.add(name)
+    return wanted or set(signature.outputs)
+
+
+def load_servable(
+    version_id: VersionId,
+    path: Path,
+    tags: tuple[str, ...],
+    warmup: bool,
+    warmup_iterations: int,
+) -> Servable:
+    """Loads and (optionally) warms up one version. Raises LoadError with the cause."""
+    import tensorflow as tf
+
+    started = time.monotonic()
+    signature_defs = read_signature_defs(path, tags)
+    try:
+        model = tf.saved_model.load(str(path), tags=list(tags))
+    except Exception as err:  # TF raises many types here; all mean "cannot load"
+        raise LoadError(
+            f"loading SavedModel at {path} failed: {err}", Code.INVALID_ARGUMENT
+        ) from err
+    servable = Servable(version_id, path, signature_defs, model)
+    if warmup:
+        replayed = replay_warmup(servable, max(warmup_iterations, 1))
+        if replayed:
+            log.info("warmed up %s with %d request(s)", version_id, replayed)
+    log.info(
+        "loaded %s from %s in %.2fs (signatures: %s)",
+        version_id,
+        path,
+        time.monotonic() - started,
+        ", ".join(sorted(servable.signatures)),
+    )
+    return servable
+
+
+def replay_warmup(servable: Servable, iterations: int) -> int:
+    """Replays ``assets.extra/tf_serving_warmup_requests``; returns requests run.
+
+    A missing file is fine; a malformed one, more than 1000 records, or a
+    request that fails makes the load fail, as in TF Serving.
+    """
+    path = servable.path / WARMUP_FILE
+    if not path.is_file():
+        return 0
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    try:
+        records = [
+            r.numpy() for r in tf.data.TFRecordDataset(str(path)).take(MAX_WARMUP_RECORDS + 1)
+        ]
+    except tf.errors.OpError as err:
+        raise LoadError(f"warmup file {path} is not a valid TFRecord file: {err.message}") from err
+    if len(records) > MAX_WARMUP_RECORDS:
+        raise LoadError(
+            f"warmup file {path} has more than {MAX_WARMUP_RECORDS} records", Code.INVALID_ARGUMENT
+        )
+    count = 0
+    for index, record in enumerate(records):
+        entry = prediction_log_pb2.PredictionLog()
+        try:
+            entry.ParseFromString(record)
+        except Exception as err:
+            raise LoadError(f"warmup record {index} in {path} is not a PredictionLog") from err
+        kind = entry.WhichOneof("log_type")
+        if kind != "predict_log":
+            raise LoadError(
+                f"warmup record {index} in {path} is a {kind}; only predict_log warmup "
+                "is supported yet",
+                Code.UNIMPLEMENTED,
+            )
+        request = entry.predict_log.request
+        try:
+            signature = servable.signature(request.model_spec.signature_name)
+            inputs = {k: tensors.to_ndarray(v, f'input "{k}"') for k, v in request.inputs.items()}
+            for _ in range(iterations):
+                servable.run(signature, inputs, request.output_filter)
+                count += 1
+        except RollwayError as err:
+            raise LoadError(
+                f"warmup record {index} in {path} failed: {err.message}", err.code
+            ) from err
+    return count

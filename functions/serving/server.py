@@ -1,0 +1,172 @@
+"""``rollway serve``: wires flags, config, core, gRPC services and health.
+
+Startup order: parse and validate flags (usage errors exit 2), read the model
+config, start the gRPC server (health says NOT_SERVING), load every model's
+aspired versions (any failure exits 1 naming the model, version and cause),
+apply labels, then report SERVING. SIGTERM/SIGINT drain: health goes
+NOT_SERVING, in-flight RPCs get a grace period, then the process exits 0.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from concurrent import futures
+from types import FrameType
+
+import grpc
+
+from functions.serving import flags, logs
+from functions.serving.core import ServingCore
+from functions.serving.flags import ServerOptions
+from functions.serving.health import ModelHealth
+from functions.serving.manager import RetryPolicy
+from functions.serving.servable import load_servable
+from loader.errors import RollwayError
+from loader.model_config import ModelSpec, read_model_server_config, single_model_config
+
+log = logging.getLogger("rollway.serve")
+
+VERSION = "0.1.0"
+# TF Serving sets SetMaxMessageSize(kint32max); Python gRPC defaults to 4 MiB.
+MAX_MESSAGE_BYTES = 2**31 - 1
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+class _Shutdown(Exception):
+    """Raised by the signal handler while startup is still loading models."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parsed = flags.parse_flags(sys.argv[1:] if argv is None else argv)
+    options = parsed.options
+    if options.version:
+        import tensorflow as tf
+
+        print(f"rollway ModelServer: {VERSION}\nTensorFlow Library: {tf.__version__}")
+        return 0
+    logs.configure(options.log_format, options.log_level)
+    try:
+        specs = _model_specs(options)
+    except RollwayError as err:
+        log.error("Failed to start server. Error: %s", err.message)
+        return 1
+    return _serve(options, specs)
+
+
+def _model_specs(o: ServerOptions) -> tuple[ModelSpec, ...]:
+    if o.model_config_file:
+        if o.model_base_path:
+            log.warning("--model_config_file is set, so --model_name/--model_base_path are ignored")
+        return read_model_server_config(o.model_config_file)
+    return single_model_config(o.model_name, o.model_base_path)
+
+
+def _configure_tensorflow(o: ServerOptions) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    import tensorflow as tf
+
+    intra, inter = o.tensorflow_intra_op_parallelism, o.tensorflow_inter_op_parallelism
+    if not intra and not inter:
+        intra = inter = o.tensorflow_session_parallelism
+    if intra:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+    if inter:
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+
+
+def _serve(o: ServerOptions, specs: Sequence[ModelSpec]) -> int:
+    _configure_tensorflow(o)
+    from functions.serving.grpc_api import add_services  # imports TensorFlow
+
+    load = functools.partial(
+        load_servable,
+        tags=tuple(t for t in o.saved_model_tags.split(",") if t),
+        warmup=o.enable_model_warmup,
+        warmup_iterations=o.num_request_iterations_for_warmup,
+    )
+    health = ModelHealth(lambda: core.manager.is_ready())  # noqa: PLW0108 (core is bound below)
+    core = ServingCore(
+        load=load,
+        retry=RetryPolicy(o.max_num_load_retries, max(o.load_retry_interval_micros, 0) / 1e6),
+        num_load_threads=o.num_load_threads,
+        allow_labels_for_unavailable=o.allow_version_labels_for_unavailable_models,
+        file_system_poll_wait_seconds=o.file_system_poll_wait_seconds,
+        on_change=health.refresh,
+    )
+
+    channel_options: list[tuple[str, int | str]] = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),
+    ]
+    channel_options += flags.parse_channel_arguments(o.grpc_channel_arguments)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(
+            max_workers=o.grpc_max_threads, thread_name_prefix="rollway-grpc"
+        ),
+        options=channel_options,
+    )
+    add_services(server, core, o.enable_serialization_as_tensor_content)
+    if o.enable_grpc_healthcheck_service:
+        health.add_to(server)
+    try:
+        addresses = _bind(server, o)
+    except RuntimeError as err:
+        log.error("Failed to start server. Error: %s", err)
+        core.close()
+        return 1
+    server.start()
+    for address in addresses:
+        log.info("Running gRPC ModelServer at %s ...", address)
+
+    stop = threading.Event()
+    starting = True
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s; shutting down", signal.Signals(signum).name)
+        stop.set()
+        if starting:
+            raise _Shutdown
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        core.start(specs)
+        starting = False
+    except _Shutdown:
+        return _shutdown(server, core, health, 0)
+    except RollwayError as err:
+        log.error("Failed to start server. Error: %s", err.message)
+        return _shutdown(server, core, health, 1)
+    if o.model_config_file:
+        core.watch_config_file(o.model_config_file, o.model_config_file_poll_wait_seconds)
+    log.info("serving models: %s", ", ".join(s.name for s in specs) or "(none)")
+    stop.wait()
+    return _shutdown(server, core, health, 0)
+
+
+def _bind(server: grpc.Server, o: ServerOptions) -> list[str]:
+    addresses = []
+    if o.port:
+        host = f"[{o.bind_address}]" if ":" in o.bind_address else o.bind_address
+        addresses.append(f"{host}:{o.port}")
+    if o.grpc_socket_path:
+        addresses.append(f"unix:{o.grpc_socket_path}")
+    for address in addresses:
+        if server.add_insecure_port(address) == 0:
+            raise RuntimeError(f"could not bind the gRPC server to {address}")
+    return addresses
+
+
+def _shutdown(server: grpc.Server, core: ServingCore, health: ModelHealth, code: int) -> int:
+    health.drain()
+    server.stop(SHUTDOWN_GRACE_SECONDS).wait()
+    core.close()
+    log.info("stopped")
+    return code
