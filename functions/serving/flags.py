@@ -352,7 +352,13 @@ def validate(options: ServerOptions, explicit: frozenset[str]) -> None:
         if f.metadata["support"] != "later":
             continue
         value = getattr(o, f.name)
-        if value != f.default or (f.name == "enable_profiler" and f.name in explicit and value):
+        if (
+            f.name == "enable_profiler"
+        ):  # TF Serving's default is true: refuse only an explicit true
+            refused = f.name in explicit and value
+        else:
+            refused = value != f.default
+        if refused:
             raise UsageError(f"--{f.name} is not supported yet: {f.metadata['why']}")
 
 

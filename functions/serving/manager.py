@@ -249,7 +249,9 @@ class Manager:
         with self._cond:
             configured = [n for n, m in self._models.items() if m.configured]
             views = self._views
-            return bool(configured) and all(views[n].latest is not None for n in configured)
+            return bool(configured) and all(
+                (view := views.get(n)) is not None and view.latest is not None for n in configured
+            )
 
     def wait_settled(
         self, names: Iterable[str], timeout: float | None = None

@@ -152,9 +152,12 @@ def _from_fields(
 
 
 def _typed(raw: Any, dtype: DType, what: str) -> npt.NDArray[Any]:
+    # numpy range-checks Python ints but silently wraps a protobuf repeated
+    # field, so integer values go through a list.
+    values = list(raw) if dtype.numpy.kind in "iu" else raw
     try:
         with np.errstate(over="raise", invalid="raise"):
-            return np.asarray(raw, dtype=dtype.numpy)
+            return np.asarray(values, dtype=dtype.numpy)
     except (OverflowError, ValueError, FloatingPointError) as err:
         raise InvalidArgument(
             f"{what}: a value in {dtype.field} does not fit {dtype.name}"

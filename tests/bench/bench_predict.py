@@ -1,0 +1,268 @@
+"""Predict benchmark: raw in-process signature call vs rollway over gRPC.
+
+Run with ``make bench``. For each model (TF Serving's half_plus_two, and an
+MLP of about one million parameters) it measures, in one run:
+
+1. the raw TensorFlow call: the loaded SavedModel's signature function called
+   in-process (numpy in, numpy out), one caller;
+2. rollway gRPC Predict with one client: p50, p99, p99.9 latency;
+3. rollway gRPC Predict with 8 concurrent clients (8 processes): throughput
+   and p99.9 latency.
+
+Client and server share the machine's CPUs. Results go to
+``tests/bench/results/predict.json`` and ``predict.md``. Targets (checked and
+reported here, never in ``make test``): gRPC p50 <= 4x the raw call; >= 1,500
+predictions/s for half_plus_two with 8 clients; p99.9 <= 10 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "tf_serving"
+TARGET_RATIO = 4.0
+TARGET_QPS = 1500.0
+TARGET_P999_MS = 10.0
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(q / 100.0 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summarize(latencies: list[float]) -> dict[str, float]:
+    ms = [x * 1000.0 for x in latencies]
+    return {
+        "count": len(ms),
+        "p50_ms": percentile(ms, 50),
+        "p99_ms": percentile(ms, 99),
+        "p99_9_ms": percentile(ms, 99.9),
+        "mean_ms": statistics.fmean(ms),
+    }
+
+
+def raw_call(version_dir: Path, x: np.ndarray, input_name: str, n: int) -> dict[str, float]:
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    for _ in range(50):
+        fn(**{input_name: x})
+    latencies = []
+    for _ in range(n):
+        start = time.perf_counter()
+        outputs = fn(**{input_name: x})
+        {k: v.numpy() for k, v in outputs.items()}
+        latencies.append(time.perf_counter() - start)
+    return summarize(latencies)
+
+
+def _request(model: str, input_name: str, x: np.ndarray) -> bytes:
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.inputs[input_name].CopyFrom(tf.make_tensor_proto(x))
+    data: bytes = request.SerializeToString()
+    return data
+
+
+def grpc_sequential(address: str, payload: bytes, n: int) -> dict[str, float]:
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest.FromString(payload)
+    with grpc.insecure_channel(address) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for _ in range(100):
+            stub.Predict(request, timeout=10)
+        latencies = []
+        for _ in range(n):
+            start = time.perf_counter()
+            stub.Predict(request, timeout=10)
+            latencies.append(time.perf_counter() - start)
+    return summarize(latencies)
+
+
+def grpc_concurrent(address: str, payload: bytes, clients: int, seconds: float) -> dict[str, Any]:
+    """``clients`` processes hammer the server for ``seconds``, all starting together."""
+    ctx = mp.get_context("spawn")
+    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    deadline = ctx.Value("d", 0.0)
+    procs = [
+        ctx.Process(target=_client, args=(address, payload, ready, go, deadline, results))
+        for _ in range(clients)
+    ]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        ready.get(timeout=300)  # each client imported, connected and warmed up
+    deadline.value = time.time() + seconds
+    go.set()
+    collected = [results.get(timeout=seconds + 120) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+    latencies = [x for lat, _ in collected for x in lat]
+    summary: dict[str, Any] = summarize(latencies)
+    summary.update(
+        clients=clients,
+        seconds=seconds,
+        errors=sum(e for _, e in collected),
+        predictions_per_s=len(latencies) / seconds,
+    )
+    return summary
+
+
+def _client(address: str, payload: bytes, ready: Any, go: Any, deadline: Any, results: Any) -> None:
+    """One client process: Predict in a loop from ``go`` until ``deadline``."""
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    request = predict_pb2.PredictRequest.FromString(payload)
+    with grpc.insecure_channel(address) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for _ in range(20):
+            stub.Predict(request, timeout=30)
+        ready.put(True)
+        go.wait()
+        latencies, errors = [], 0
+        while time.time() < deadline.value:
+            t0 = time.perf_counter()
+            try:
+                stub.Predict(request, timeout=10)
+                latencies.append(time.perf_counter() - t0)
+            except grpc.RpcError:
+                errors += 1
+    results.put((latencies, errors))
+
+
+def bench_model(
+    name: str, base: Path, version: int, input_name: str, x: np.ndarray, args: argparse.Namespace
+) -> dict[str, Any]:
+    from functions.serving.process import ServerProcess
+
+    print(f"[{name}] raw in-process call ...", flush=True)
+    from loader.versions import scan_versions
+
+    raw = raw_call(scan_versions(base)[version], x, input_name, args.requests)
+    payload = _request(name, input_name, x)
+    with tempfile.TemporaryDirectory() as tmp:
+        server = ServerProcess(
+            [f"--model_name={name}", f"--model_base_path={base}", *args.server_flag],
+            Path(tmp) / "server.log",
+        )
+        with server:
+            server.wait_serving()
+            print(f"[{name}] gRPC, 1 client ...", flush=True)
+            single = grpc_sequential(server.address, payload, args.requests)
+            print(f"[{name}] gRPC, {args.clients} clients for {args.seconds}s ...", flush=True)
+            concurrent = grpc_concurrent(server.address, payload, args.clients, args.seconds)
+    ratio = single["p50_ms"] / raw["p50_ms"]
+    checks = {
+        "p50_vs_raw_at_most_4x": ratio <= TARGET_RATIO,
+        "p99_9_single_at_most_10ms": single["p99_9_ms"] <= TARGET_P999_MS,
+        "p99_9_concurrent_at_most_10ms": concurrent["p99_9_ms"] <= TARGET_P999_MS,
+    }
+    if name == "half_plus_two":
+        checks["at_least_1500_per_s_with_8_clients"] = concurrent["predictions_per_s"] >= TARGET_QPS
+    return {
+        "model": name,
+        "batch": list(x.shape),
+        "raw": raw,
+        "grpc_single": single,
+        "grpc_concurrent": concurrent,
+        "p50_ratio_grpc_vs_raw": ratio,
+        "checks": checks,
+    }
+
+
+def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = [
+        "# Predict benchmark",
+        "",
+        f"{meta['when']} · {meta['cpus']} CPUs · {meta['machine']} · Python {meta['python']} · "
+        f"TensorFlow {meta['tensorflow']}. Client and server share the CPUs.",
+        "",
+        "| model | path | p50 ms | p99 ms | p99.9 ms | predictions/s |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        c = r["grpc_concurrent"]
+        for label, s, qps in (
+            ("raw in-process call", r["raw"], 1000.0 / r["raw"]["mean_ms"]),
+            ("gRPC, 1 client", r["grpc_single"], 1000.0 / r["grpc_single"]["mean_ms"]),
+            (f"gRPC, {c['clients']} clients", c, c["predictions_per_s"]),
+        ):
+            lines.append(
+                f"| {r['model']} | {label} | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | "
+                f"{s['p99_9_ms']:.3f} | {qps:,.0f} |"
+            )
+    lines += ["", "| model | check | result |", "|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r['model']} | gRPC p50 / raw p50 | {r['p50_ratio_grpc_vs_raw']:.2f}x |")
+        for check, ok in r["checks"].items():
+            lines.append(f"| {r['model']} | {check} | {'PASS' if ok else 'FAIL'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=3000, help="sequential requests per path")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="duration of the concurrent run"
+    )
+    parser.add_argument(
+        "--server-flag", action="append", default=[], help="extra rollway serve flag"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    import tensorflow as tf
+
+    from tests.models import export_mlp
+
+    results = [
+        bench_model(
+            "half_plus_two", SHARED / "saved_model_half_plus_two_cpu", 123, "x",
+            np.array([[1.0]], dtype=np.float32), args,
+        )
+    ]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "mlp"
+        export_mlp(base, 1)
+        x = np.random.default_rng(0).normal(size=(1, 256)).astype(np.float32)
+        results.append(bench_model("mlp_1m", base, 1, "x", x, args))
+    meta = {
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "server_flags": args.server_flag,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "predict.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    table = markdown(results, meta)
+    (args.out / "predict.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,430 @@
+"""functions.serving.tensors: TensorProto <-> numpy, checked against TensorFlow."""
+
+from __future__ import annotations
+
+import os
+import time
+import tracemalloc
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import ml_dtypes
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2
+
+from functions.serving.tensors import (
+    BY_ENUM,
+    MAX_TENSOR_BYTES,
+    dtype_name,
+    from_ndarray,
+    to_ndarray,
+)
+from loader.errors import Code, InvalidArgument
+
+WHAT = 'input "x"'
+
+
+def _values(enum: int) -> np.ndarray:
+    """A [2, 3] array of dtype ``enum`` with extreme and ordinary values."""
+    dtype = BY_ENUM[enum].numpy
+    if enum == 7:  # DT_STRING
+        flat: list[Any] = [
+            b"",
+            b"a",
+            b"hello world",
+            "h\u00e9llo".encode(),
+            b"\x00\xff",
+            b"z" * 300,
+        ]
+        out = np.empty(6, dtype=object)
+        out[:] = flat
+        return out.reshape(2, 3)
+    if dtype == np.bool_:
+        return np.array([[True, False, True], [False, False, True]])
+    if dtype.kind == "c":
+        real = np.array([0.0, 1.5, -2.25, 1e30, -1e-30, 3.0])
+        return (real + 1j * real[::-1]).astype(dtype).reshape(2, 3)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.array(
+            [info.min, info.max, 0, 1, info.max // 3, info.min // 2], dtype=dtype
+        ).reshape(2, 3)
+    # floats: float16, bfloat16, float32, float64
+    specials = [0.0, -0.0, 1.5, -2.0, np.inf, np.nan]
+    return np.array(specials, dtype=np.float64).astype(dtype).reshape(2, 3)
+
+
+ENUMS = sorted(BY_ENUM)
+NAMES = [BY_ENUM[e].name for e in ENUMS]
+
+
+def _proto() -> Any:
+    return tensor_pb2.TensorProto()
+
+
+def _make(dtype: int, dims: list[int], **fields: Any) -> Any:
+    proto = tensor_pb2.TensorProto(dtype=dtype)
+    for size in dims:
+        proto.tensor_shape.dim.add(size=size)
+    for name, value in fields.items():
+        if name == "tensor_content":
+            proto.tensor_content = value
+        else:
+            getattr(proto, name).extend(value)
+    return proto
+
+
+def _assert_same(actual: np.ndarray, expected: np.ndarray) -> None:
+    assert actual.dtype == expected.dtype
+    assert actual.shape == expected.shape
+    if expected.dtype == object:
+        assert actual.tolist() == expected.tolist()
+    elif expected.dtype.kind in "fcV" or expected.dtype == ml_dtypes.bfloat16:
+        # compare bits, so that NaN and -0.0 must survive too
+        assert actual.tobytes() == expected.tobytes()
+    else:
+        np.testing.assert_array_equal(actual, expected)
+
+
+def test_every_wire_dtype_is_covered() -> None:
+    assert set(BY_ENUM) == {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 14, 17, 18, 19, 22, 23}
+    assert BY_ENUM[14].numpy == np.dtype(ml_dtypes.bfloat16)
+    assert BY_ENUM[19].numpy == np.float16
+
+
+# --------------------------------------------------------------- round trip
+
+
+@pytest.mark.parametrize("as_content", [False, True], ids=["fields", "content"])
+@pytest.mark.parametrize("enum", ENUMS, ids=NAMES)
+def test_round_trip(enum: int, as_content: bool) -> None:
+    array = _values(enum)
+    proto = from_ndarray(array, _proto(), as_content=as_content)
+    assert proto.dtype == enum
+    assert [d.size for d in proto.tensor_shape.dim] == [2, 3]
+    if as_content and enum != 7:
+        assert proto.tensor_content
+        assert not getattr(proto, BY_ENUM[enum].field)
+    else:
+        assert not proto.tensor_content
+    _assert_same(to_ndarray(proto, WHAT), array)
+
+
+@pytest.mark.parametrize("as_content", [False, True], ids=["fields", "content"])
+@pytest.mark.parametrize("enum", ENUMS, ids=NAMES)
+@pytest.mark.parametrize("shape", [(), (0,), (3, 0, 2), (1, 1, 1, 1)], ids=str)
+def test_round_trip_shapes(enum: int, as_content: bool, shape: tuple[int, ...]) -> None:
+    count = int(np.prod(shape))
+    array = np.resize(_values(enum).reshape(-1), count).reshape(shape)
+    if enum == 7:
+        array = array.astype(object)
+    proto = from_ndarray(array, _proto(), as_content=as_content)
+    _assert_same(to_ndarray(proto, WHAT), array)
+
+
+def test_strings_from_unicode_and_bytes_arrays() -> None:
+    for array in (np.array(["a", "h\u00e9"]), np.array([b"a", b"h\xc3\xa9"])):
+        proto = from_ndarray(array, _proto())
+        assert proto.dtype == 7
+        assert list(proto.string_val) == [b"a", b"h\xc3\xa9"]
+        decoded = to_ndarray(proto, WHAT)
+        assert decoded.dtype == object
+        assert decoded.tolist() == [b"a", b"h\xc3\xa9"]
+
+
+def test_strings_ignore_as_content() -> None:
+    array = _values(7)
+    proto = from_ndarray(array, _proto(), as_content=True)
+    assert not proto.tensor_content
+    assert list(proto.string_val) == array.reshape(-1).tolist()
+
+
+def test_non_contiguous_arrays() -> None:
+    array = np.arange(12, dtype=np.int32).reshape(3, 4).T
+    for as_content in (False, True):
+        decoded = to_ndarray(from_ndarray(array, _proto(), as_content=as_content), WHAT)
+        np.testing.assert_array_equal(decoded, array)
+
+
+def test_from_ndarray_accepts_scalars_and_lists() -> None:
+    proto = from_ndarray(np.float64(2.5), _proto())
+    assert proto.dtype == 2
+    assert list(proto.tensor_shape.dim) == []
+    assert list(proto.double_val) == [2.5]
+    proto = from_ndarray([[1, 2]], _proto())  # type: ignore[arg-type]
+    assert proto.dtype == 9
+    assert list(proto.int64_val) == [1, 2]
+
+
+def test_typed_fields_are_tf_servings_defaults() -> None:
+    assert list(from_ndarray(np.array([1.5], np.float32), _proto()).float_val) == [1.5]
+    assert list(from_ndarray(np.array([7], np.int8), _proto()).int_val) == [7]
+    assert list(from_ndarray(np.array([1 + 2j], np.complex64), _proto()).scomplex_val) == [1, 2]
+    assert list(from_ndarray(np.array([1.0], np.float16), _proto()).half_val) == [0x3C00]
+    bf16 = np.array([1.0], ml_dtypes.bfloat16)
+    assert list(from_ndarray(bf16, _proto()).half_val) == [0x3F80]
+
+
+def test_unsupported_output_dtype() -> None:
+    with pytest.raises(InvalidArgument, match="cannot be sent as a TensorProto"):
+        from_ndarray(np.array(["2020-01-01"], dtype="datetime64[D]"), _proto())
+
+
+# ----------------------------------------------------- TensorFlow interop
+
+
+@pytest.mark.parametrize("enum", ENUMS, ids=NAMES)
+def test_decode_what_tensorflow_encodes(enum: int) -> None:
+    array = _values(enum)
+    for value in (array, array[:1, :1], array.reshape(-1)[0]):
+        proto = tf.make_tensor_proto(value)
+        assert proto.dtype == enum
+        expected = np.asarray(value, dtype=BY_ENUM[enum].numpy)
+        _assert_same(to_ndarray(proto, WHAT), expected)
+
+
+@pytest.mark.parametrize("enum", [e for e in ENUMS if e != 7], ids=NAMES[:6] + NAMES[7:])
+def test_decode_tensorflow_tensor_content(enum: int) -> None:
+    array = _values(enum)
+    proto = tf.make_tensor_proto(array)
+    proto.ClearField(BY_ENUM[enum].field)
+    proto.tensor_content = array.tobytes()
+    _assert_same(to_ndarray(proto, WHAT), array)
+
+
+@pytest.mark.parametrize("as_content", [False, True], ids=["fields", "content"])
+@pytest.mark.parametrize("enum", ENUMS, ids=NAMES)
+def test_tensorflow_decodes_what_we_encode(enum: int, as_content: bool) -> None:
+    array = _values(enum)
+    proto = from_ndarray(array, _proto(), as_content=as_content)
+    decoded = tf.make_ndarray(proto)
+    if enum == 7:
+        assert decoded.tolist() == array.tolist()
+    else:
+        _assert_same(decoded, array)
+
+
+@pytest.mark.parametrize("enum", ENUMS, ids=NAMES)
+def test_tensorflow_broadcast_scalar_proto(enum: int) -> None:
+    first = _values(enum).reshape(-1)[1]
+    proto = tf.make_tensor_proto(first, shape=[2, 2])
+    expected = tf.make_ndarray(proto)
+    decoded = to_ndarray(proto, WHAT)
+    assert decoded.shape == (2, 2)
+    if enum == 7:
+        assert decoded.tolist() == expected.tolist()
+    else:
+        _assert_same(decoded, expected.astype(BY_ENUM[enum].numpy))
+
+
+# ------------------------------------------------------------------ padding
+
+
+@pytest.mark.parametrize(
+    ("enum", "fields", "expected"),
+    [
+        (1, {"float_val": [2.5]}, np.array([2.5, 2.5, 2.5], np.float32)),
+        (1, {"float_val": [1.0, 2.0]}, np.array([1.0, 2.0, 2.0], np.float32)),
+        (1, {}, np.zeros(3, np.float32)),
+        (3, {"int_val": [7]}, np.array([7, 7, 7], np.int32)),
+        (3, {}, np.zeros(3, np.int32)),
+        (6, {"int_val": [-3]}, np.array([-3, -3, -3], np.int8)),
+        (9, {}, np.zeros(3, np.int64)),
+        (10, {"bool_val": [True]}, np.array([True, True, True])),
+        (10, {}, np.zeros(3, np.bool_)),
+        (19, {"half_val": [0x3C00]}, np.ones(3, np.float16)),
+        (14, {}, np.zeros(3, ml_dtypes.bfloat16)),
+        (8, {"scomplex_val": [1.0, -1.0]}, np.full(3, 1 - 1j, np.complex64)),
+        (18, {}, np.zeros(3, np.complex128)),
+        (23, {"uint64_val": [2**64 - 1]}, np.full(3, 2**64 - 1, np.uint64)),
+    ],
+)
+def test_padding(enum: int, fields: dict[str, list[Any]], expected: np.ndarray) -> None:
+    proto = _make(enum, [3], **fields)
+    _assert_same(to_ndarray(proto, WHAT), expected)
+    _assert_same(tf.make_ndarray(proto), expected)
+
+
+def test_string_padding() -> None:
+    assert to_ndarray(_make(7, [3], string_val=[b"ab"]), WHAT).tolist() == [b"ab"] * 3
+    assert to_ndarray(_make(7, [2, 2], string_val=[]), WHAT).tolist() == [[b"", b""]] * 2
+
+
+def test_padding_keeps_the_shape() -> None:
+    decoded = to_ndarray(_make(1, [2, 3], float_val=[1.0, 2.0]), WHAT)
+    np.testing.assert_array_equal(decoded, [[1, 2, 2], [2, 2, 2]])
+
+
+def test_scalar_without_values_is_zero() -> None:
+    decoded = to_ndarray(_make(2, []), WHAT)
+    assert decoded.shape == ()
+    assert decoded == 0.0
+
+
+# ------------------------------------------------------------------- errors
+
+
+def _invalid(proto: Any, *fragments: str) -> InvalidArgument:
+    with pytest.raises(InvalidArgument) as info:
+        to_ndarray(proto, WHAT)
+    err = info.value
+    assert err.code is Code.INVALID_ARGUMENT
+    assert err.message.startswith(WHAT + ": ")
+    for fragment in fragments:
+        assert fragment in err.message
+    return err
+
+
+@pytest.mark.parametrize(
+    ("enum", "name"),
+    [
+        (0, "DT_INVALID"),
+        (20, "DT_RESOURCE"),
+        (21, "DT_VARIANT"),
+        (11, "DT_QINT8"),
+        (99, "DataType(99)"),
+    ],
+)
+def test_unsupported_dtypes(enum: int, name: str) -> None:
+    proto = _make(enum, [1], float_val=[1.0])
+    _invalid(proto, f"dtype {name} is not supported")
+    assert dtype_name(enum) == name
+
+
+def test_dtype_names() -> None:
+    assert dtype_name(1) == "DT_FLOAT"
+    assert dtype_name(14) == "DT_BFLOAT16"
+    assert dtype_name(7) == "DT_STRING"
+
+
+@pytest.mark.parametrize(
+    ("enum", "dims", "fields"),
+    [
+        (1, [2], {"float_val": [1.0, 2.0, 3.0]}),
+        (1, [], {"float_val": [1.0, 2.0]}),
+        (1, [0], {"float_val": [1.0]}),
+        (9, [1, 1], {"int64_val": [1, 2]}),
+        (7, [1], {"string_val": [b"a", b"b"]}),
+        (8, [1], {"scomplex_val": [1.0, 2.0, 3.0, 4.0]}),
+        (10, [2], {"bool_val": [True, False, True]}),
+    ],
+)
+def test_too_many_values(enum: int, dims: list[int], fields: dict[str, list[Any]]) -> None:
+    (field,) = fields
+    _invalid(_make(enum, dims, **fields), "values given in " + field)
+
+
+def test_complex_needs_pairs() -> None:
+    _invalid(_make(8, [2], scomplex_val=[1.0, 2.0, 3.0]), "(real, imag) pairs")
+
+
+@pytest.mark.parametrize(
+    ("enum", "dims", "content", "needs"),
+    [
+        (1, [2], b"\x00" * 7, 8),
+        (1, [2], b"\x00" * 9, 8),
+        (2, [1], b"\x00" * 4, 8),
+        (9, [2, 2], b"", 32),
+        (6, [3], b"\x01", 3),
+    ],
+)
+def test_tensor_content_of_the_wrong_length(
+    enum: int, dims: list[int], content: bytes, needs: int
+) -> None:
+    if content:
+        proto = _make(enum, dims, tensor_content=content)
+        _invalid(proto, f"tensor_content has {len(content)} bytes", f"needs {needs}")
+    else:  # empty content means "use the typed fields": all zeros
+        np.testing.assert_array_equal(to_ndarray(_make(enum, dims), WHAT), np.zeros(dims))
+
+
+def test_string_tensor_content_is_refused() -> None:
+    _invalid(_make(7, [1], tensor_content=b"abc"), "DT_STRING tensors cannot use tensor_content")
+
+
+@pytest.mark.parametrize("dims", [[-1], [2, -1], [-5, 3]])
+def test_negative_dimension(dims: list[int]) -> None:
+    _invalid(_make(1, dims, float_val=[1.0]), "negative dimension")
+
+
+def test_unknown_rank() -> None:
+    proto = _make(1, [], float_val=[1.0])
+    proto.tensor_shape.unknown_rank = True
+    _invalid(proto, "unknown_rank")
+
+
+@pytest.mark.parametrize(
+    ("enum", "dims", "fields"),
+    [
+        (1, [2**20, 2**20], {"float_val": [1.0]}),
+        (1, [2**62, 2**62], {}),
+        (9, [2**28], {"int64_val": [1]}),
+        (4, [2**31], {"int_val": [1]}),
+        (7, [2**28], {"string_val": [b"x"]}),
+        (10, [2**16, 2**16, 2**16], {"bool_val": [True]}),
+        (18, [2**27], {"dcomplex_val": [1.0, 2.0]}),
+        (1, [2**30], {"tensor_content": b"\x00" * 4}),
+    ],
+)
+def test_huge_shapes_fail_fast_without_allocating(
+    enum: int, dims: list[int], fields: dict[str, Any]
+) -> None:
+    proto = _make(enum, dims, **fields)
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        _invalid(proto, f"{MAX_TENSOR_BYTES}-byte limit")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - started < 1.0
+    assert peak < 1 << 20
+
+
+def test_max_tensor_bytes() -> None:
+    assert MAX_TENSOR_BYTES == 2**31 - 1
+
+
+@pytest.mark.parametrize(
+    ("enum", "field", "value"),
+    [
+        (6, "int_val", 128),
+        (6, "int_val", 300),
+        (6, "int_val", -129),
+        (4, "int_val", -1),
+        (4, "int_val", 256),
+        (5, "int_val", 40000),
+        (17, "int_val", 70000),
+        (17, "int_val", -1),
+    ],
+    ids=[
+        "int8-128",
+        "int8-300",
+        "int8-neg129",
+        "uint8-neg1",
+        "uint8-256",
+        "int16",
+        "uint16",
+        "uint16-neg",
+    ],
+)
+def test_int_value_out_of_range(enum: int, field: str, value: int) -> None:
+    _invalid(_make(enum, [1], **{field: [value]}), f"a value in {field} does not fit")
+
+
+@pytest.mark.parametrize(
+    ("enum", "value"),
+    [(6, 127), (6, -128), (4, 255), (4, 0), (5, -32768), (17, 65535)],
+)
+def test_int_values_at_the_limits_fit(enum: int, value: int) -> None:
+    decoded = to_ndarray(_make(enum, [1], int_val=[value]), WHAT)
+    assert decoded.dtype == BY_ENUM[enum].numpy
+    assert decoded.tolist() == [value]
+
+
+def test_errors_name_the_tensor() -> None:
+    with pytest.raises(InvalidArgument, match=r'^output "scores": .*negative'):
+        to_ndarray(_make(1, [-1]), 'output "scores"')
