@@ -214,7 +214,7 @@ class Manager:
     def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
         """The servable a request names, or NotFound/InvalidArgument as TF Serving."""
         view = self._views.get(name)
-        if label:
+        if label is not None:  # an empty label is a label too, as in TF Serving
             if view is None or label not in view.labels:
                 raise InvalidArgument(f"Unrecognized servable version label: {label}")
             version = view.labels[label]

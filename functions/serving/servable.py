@@ -155,7 +155,12 @@ class Servable:
             # Converting first is ~30us faster than letting the function bind numpy.
             result = signature.function(**{k: tf.constant(v) for k, v in inputs.items()})
         except tf.errors.OpError as err:
-            raise error_for_code(Code(err.error_code), err.message) from err
+            raise error_for_code(Code(err.error_code), tf_error_message(err.message)) from err
+        except UnicodeDecodeError as err:  # TF failed to format its own error about the input
+            raise InvalidArgument(
+                f"signature {signature.name!r} rejected the input (TensorFlow's error message "
+                "about it is not valid UTF-8)"
+            ) from err
         except (TypeError, ValueError) as err:
             raise InvalidArgument(f"signature {signature.name!r}: {err}") from err
         return {k: v.numpy() for k, v in result.items() if k in wanted}
@@ -175,6 +180,23 @@ def _check_tensors(signature: Signature, inputs: Mapping[str, npt.NDArray[Any]])
                 f'input "{name}": shape {list(array.shape)} is not compatible with the '
                 f"signature's shape {[d if d >= 0 else -1 for d in spec.shape]}"
             )
+
+
+def tf_error_message(message: str) -> str:
+    """TensorFlow's error without the Python stack of where the failing node was
+    defined (server internals clients must not see), e.g. "Incompatible shapes:
+    [2,2] vs. [3,2]" from "Graph execution error: Detected at node mul ...".
+    """
+    lines = message.splitlines()
+    if not lines or not lines[0].startswith("Graph execution error"):
+        return message
+    kept = [
+        line
+        for line in lines[1:]
+        if line.strip()
+        and not line.startswith(("Detected at node", " ", "\t", "<stack traces unavailable>"))
+    ]
+    return "; ".join(kept) or message
 
 
 def _dtype_enum(array: npt.NDArray[Any]) -> int:

@@ -71,6 +71,10 @@ def _configure_tensorflow(o: ServerOptions) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     import tensorflow as tf
 
+    if o.log_level.upper() != "DEBUG":
+        # TF's Python logger repeats load-time notices (e.g. about TF1 reference
+        # variables) several times per version; rollway logs its own summary.
+        tf.get_logger().setLevel(logging.ERROR)
     intra, inter = o.tensorflow_intra_op_parallelism, o.tensorflow_inter_op_parallelism
     if not intra and not inter:
         intra = inter = o.tensorflow_session_parallelism

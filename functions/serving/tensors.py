@@ -23,6 +23,9 @@ from loader.errors import InvalidArgument
 # is int32 max for a whole message; this bounds what a small message can
 # ask us to allocate through broadcasting a single value).
 MAX_TENSOR_BYTES = 2**31 - 1
+# numpy supports 64 dimensions, and TensorFlow crashes converting string
+# arrays of rank above 32; no real model takes such inputs.
+MAX_RANK = 32
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,10 @@ def _shape_of(proto: Any, what: str) -> tuple[int, ...]:
     shape = proto.tensor_shape
     if shape.unknown_rank:
         raise InvalidArgument(f"{what}: tensor_shape has unknown_rank set; a tensor needs a shape")
+    if len(shape.dim) > MAX_RANK:
+        raise InvalidArgument(
+            f"{what}: tensor_shape has rank {len(shape.dim)}; rollway accepts at most {MAX_RANK}"
+        )
     dims = tuple(int(d.size) for d in shape.dim)
     if any(d < 0 for d in dims):
         raise InvalidArgument(f"{what}: tensor_shape {list(dims)} has a negative dimension")
@@ -138,13 +145,10 @@ def _from_fields(
     else:
         values = _typed(raw, dtype, what)
     given = values.shape[0]
-    if given == count:
-        return values.reshape(dims)
-    if given > count:
-        raise InvalidArgument(
-            f"{what}: {given} values given in {dtype.field}, but shape {list(dims)} holds {count}"
-        )
-    # TensorFlow's Tensor::FromProto pads with the last value (or zeros).
+    if given >= count:
+        # As TensorFlow's Tensor::FromProto: values beyond the shape are ignored.
+        return values[:count].reshape(dims)
+    # ... and a short list is padded with its last value (or zeros).
     out = np.empty(count, dtype=dtype.numpy)
     out[:given] = values
     out[given:] = values[-1] if given else (b"" if dtype.field == "string_val" else 0)

@@ -312,9 +312,15 @@ def test_dtype_names() -> None:
         (10, [2], {"bool_val": [True, False, True]}),
     ],
 )
-def test_too_many_values(enum: int, dims: list[int], fields: dict[str, list[Any]]) -> None:
-    (field,) = fields
-    _invalid(_make(enum, dims, **fields), "values given in " + field)
+def test_values_beyond_the_shape_are_ignored(
+    enum: int, dims: list[int], fields: dict[str, list[Any]]
+) -> None:
+    """As TensorFlow's Tensor::FromProto (and so TF Serving) does."""
+    proto = _make(enum, dims, **fields)
+    ours = to_ndarray(proto, 'input "x"')
+    theirs = tf.io.parse_tensor(proto.SerializeToString(), ours.dtype if enum != 7 else tf.string)
+    assert ours.shape == tuple(dims)
+    np.testing.assert_array_equal(ours, theirs.numpy())
 
 
 def test_complex_needs_pairs() -> None:
@@ -428,3 +434,13 @@ def test_int_values_at_the_limits_fit(enum: int, value: int) -> None:
 def test_errors_name_the_tensor() -> None:
     with pytest.raises(InvalidArgument, match=r'^output "scores": .*negative'):
         to_ndarray(_make(1, [-1]), 'output "scores"')
+
+
+@pytest.mark.parametrize("dtype", [1, 7])
+def test_rank_above_the_limit_is_rejected(dtype: int) -> None:
+    """TensorFlow crashes on string arrays of rank > 32; numpy stops at 64."""
+    from functions.serving.tensors import MAX_RANK
+
+    ok = _make(dtype, [1] * MAX_RANK)
+    assert to_ndarray(ok, 'input "x"').ndim == MAX_RANK
+    _invalid(_make(dtype, [1] * (MAX_RANK + 1)), "rank 33")
