@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy.typing as npt
 
@@ -52,6 +52,9 @@ class Signature:
     inputs: Mapping[str, TensorSpec]
     outputs: Mapping[str, TensorSpec]
     function: Any  # a tf.types.experimental.ConcreteFunction
+
+    def __call__(self, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+        return _invoke(self.function, inputs)
 
 
 def _spec(tensor_info: Any) -> TensorSpec:
@@ -153,7 +156,7 @@ class Servable:
 
         try:
             # Converting first is ~30us faster than letting the function bind numpy.
-            result = signature.function(**{k: tf.constant(v) for k, v in inputs.items()})
+            result = signature({k: tf.constant(v) for k, v in inputs.items()})
         except tf.errors.OpError as err:
             raise error_for_code(Code(err.error_code), tf_error_message(err.message)) from err
         except UnicodeDecodeError as err:  # TF failed to format its own error about the input
@@ -180,6 +183,34 @@ def _check_tensors(signature: Signature, inputs: Mapping[str, npt.NDArray[Any]])
                 f'input "{name}": shape {list(array.shape)} is not compatible with the '
                 f"signature's shape {[d if d >= 0 else -1 for d in spec.shape]}"
             )
+
+
+def _invoke(function: Any, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Calls a loaded signature function with tensors keyed by input name.
+
+    The public call binds arguments in Python, which costs about 40us per call
+    (a third of a small model's whole latency). Inputs were already checked
+    against the SignatureDef (names, dtypes, shapes), which is what that
+    binding checks, so when the function exposes TensorFlow's flat-call entry
+    point (``_call_flat``; TensorFlow is pinned to 2.21.*) it is called
+    directly, in the function's parameter order. Anything unexpected falls
+    back to the public call.
+    """
+    call_flat = getattr(function, "_call_flat", None)
+    function_type = getattr(function, "function_type", None)
+    if call_flat is not None and function_type is not None:
+        names = list(function_type.parameters)
+        if len(names) == len(inputs):
+            try:
+                args = [inputs[name] for name in names]
+            except KeyError:
+                pass
+            else:
+                result = call_flat(args, function.captured_inputs)
+                if isinstance(result, Mapping):
+                    return result
+    result = function(**inputs)
+    return cast(Mapping[str, Any], result)
 
 
 def tf_error_message(message: str) -> str:
