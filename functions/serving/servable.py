@@ -17,7 +17,7 @@ from typing import Any, cast
 
 import numpy.typing as npt
 
-from functions.serving import tensors
+from functions.serving import saved_model, tensors
 from loader.errors import (
     Code,
     FailedPrecondition,
@@ -57,63 +57,39 @@ class Signature:
         return _invoke(self.function, inputs)
 
 
-def _spec(tensor_info: Any) -> TensorSpec:
+def _spec(tensor_info: Any, legacy: bool) -> TensorSpec:
+    """A TensorInfo without a shape, or (in producer <= 21 graphs) with an empty
+    one, means "any shape"."""
     shape = tensor_info.tensor_shape
-    dims = None if shape.unknown_rank else tuple(int(d.size) for d in shape.dim)
-    return TensorSpec(int(tensor_info.dtype), dims)
-
-
-def read_signature_defs(path: Path, tags: Iterable[str]) -> Any:
-    """The SignatureDefMap of the MetaGraph whose tag set equals ``tags``."""
-    from tensorflow.core.protobuf import saved_model_pb2
-    from tensorflow_serving.apis import get_model_metadata_pb2
-
-    saved = saved_model_pb2.SavedModel()
-    pb, pbtxt = path / "saved_model.pb", path / "saved_model.pbtxt"
-    if pb.is_file():
-        saved.ParseFromString(pb.read_bytes())
-    elif pbtxt.is_file():
-        from google.protobuf import text_format
-
-        text_format.Parse(pbtxt.read_text(encoding="utf-8"), saved)
-    else:
-        raise LoadError(
-            f"SavedModel file does not exist at: {path}/{{saved_model.pbtxt|saved_model.pb}}",
-            Code.NOT_FOUND,
-        )
-    wanted = set(tags)
-    for meta_graph in saved.meta_graphs:
-        if set(meta_graph.meta_info_def.tags) == wanted:
-            result = get_model_metadata_pb2.SignatureDefMap()
-            for key, sig in meta_graph.signature_def.items():
-                result.signature_def[key].CopyFrom(sig)
-            return result
-    available = [sorted(m.meta_info_def.tags) for m in saved.meta_graphs]
-    raise LoadError(
-        f"MetaGraphDef associated with tags {sorted(wanted)} could not be found in "
-        f"SavedModel at {path}; available tag sets: {available}",
-        Code.NOT_FOUND,
+    unknown = (
+        not tensor_info.HasField("tensor_shape") or shape.unknown_rank or (legacy and not shape.dim)
     )
+    return TensorSpec(int(tensor_info.dtype), None if unknown else tuple(d.size for d in shape.dim))
 
 
 class Servable:
     """A loaded version. Immutable after construction; safe to share across threads."""
 
-    def __init__(self, version_id: VersionId, path: Path, signature_defs: Any, model: Any):
+    def __init__(self, version_id: VersionId, path: Path, meta_graph: Any, model: Any):
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
         self.version_id = version_id
         self.path = path
-        self.signature_defs = signature_defs
+        self.signature_defs = get_model_metadata_pb2.SignatureDefMap()
+        for key, sig_def in meta_graph.signature_def.items():
+            self.signature_defs.signature_def[key].CopyFrom(sig_def)
+        legacy = saved_model.is_legacy(meta_graph)
         self._model = model  # keeps the TF objects (variables, functions) alive
         self.signatures: dict[str, Signature] = {}
         for key, fn in model.signatures.items():
-            sig_def = signature_defs.signature_def.get(key)
+            sig_def = self.signature_defs.signature_def.get(key)
             if sig_def is None:
                 continue
             self.signatures[key] = Signature(
                 name=key,
                 method_name=str(sig_def.method_name),
-                inputs={k: _spec(v) for k, v in sig_def.inputs.items()},
-                outputs={k: _spec(v) for k, v in sig_def.outputs.items()},
+                inputs={k: _spec(v, legacy) for k, v in sig_def.inputs.items()},
+                outputs={k: _spec(v, legacy) for k, v in sig_def.outputs.items()},
                 function=fn,
             )
 
@@ -270,14 +246,16 @@ def load_servable(
     import tensorflow as tf
 
     started = time.monotonic()
-    signature_defs = read_signature_defs(path, tags)
+    saved = saved_model.read_saved_model(path)
+    meta_graph = saved_model.select_meta_graph(saved, tags, path)
     try:
-        model = tf.saved_model.load(str(path), tags=list(tags))
+        with saved_model.loadable_directory(path, saved) as directory:
+            model = tf.saved_model.load(str(directory), tags=list(tags))
     except Exception as err:  # TF raises many types here; all mean "cannot load"
         raise LoadError(
             f"loading SavedModel at {path} failed: {err}", Code.INVALID_ARGUMENT
         ) from err
-    servable = Servable(version_id, path, signature_defs, model)
+    servable = Servable(version_id, path, meta_graph, model)
     if warmup:
         replayed = replay_warmup(servable, max(warmup_iterations, 1))
         if replayed:
