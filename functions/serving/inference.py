@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import numpy.typing as npt
 
 from functions.serving.manager import Manager, VersionStatus
-from functions.serving.servable import DEFAULT_SIGNATURE, Servable
+from functions.serving.servable import Servable
 from loader.errors import InvalidArgument, NotFound
 from loader.versions import VersionId
 
@@ -87,6 +87,3 @@ def model_status(manager: Manager, name: str, version: int | None) -> list[Versi
         raise NotFound(f"Could not find any versions of model {name}")
     return statuses
 
-
-__all__ = ["DEFAULT_SIGNATURE", "ModelSelector", "Prediction", "model_metadata", "model_status",
-           "predict"]  # fmt: skip

@@ -8,112 +8,27 @@ import os
 import shutil
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
-import numpy as np
 import pytest
-import tensorflow as tf
-from google.protobuf import text_format
-from tensorflow_serving.apis import (
-    get_model_status_pb2,
-    model_management_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
 from tensorflow_serving.config import model_server_config_pb2
 
-from functions.serving.process import ServerProcess
 from tests.conftest import TWO_VERSIONS, ServerFactory
+from tests.integration.helpers import (
+    AVAILABLE,
+    END,
+    Client,
+    eventually,
+    model_config,
+    server_config,
+    write_config,
+)
 from tests.models import export_affine
 
-AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
-END = get_model_status_pb2.ModelVersionStatus.END
-T = TypeVar("T")
-
-
 # ------------------------------------------------------------------ helpers
-
-
-def eventually(check: Callable[[], T], timeout: float = 30.0) -> T:
-    """Calls ``check`` until it stops failing (assertion or RPC error), or re-raises."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except (AssertionError, grpc.RpcError):
-            if time.monotonic() > deadline:
-                raise
-        threading.Event().wait(0.05)
-
-
-class Client:
-    def __init__(self, server: ServerProcess) -> None:
-        self.channel = grpc.insecure_channel(server.address)
-        self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
-        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
-
-    def predict(
-        self, model: str, x: float = 1.0, version: int | None = None, label: str | None = None
-    ) -> tuple[int, float]:
-        """(version that answered, y) for a one-element batch."""
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = model
-        if version is not None:
-            request.model_spec.version.value = version
-        if label is not None:
-            request.model_spec.version_label = label
-        request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[x]], dtype=np.float32)))
-        response = self.predictions.Predict(request, timeout=10)
-        assert response.model_spec.name == model
-        y = tf.make_ndarray(response.outputs["y"]).ravel()
-        return response.model_spec.version.value, float(y[0])
-
-    def status_list(self, model: str, version: int | None = None) -> list[Any]:
-        request = get_model_status_pb2.GetModelStatusRequest()
-        request.model_spec.name = model
-        if version is not None:
-            request.model_spec.version.value = version
-        return list(self.models.GetModelStatus(request, timeout=10).model_version_status)
-
-    def states(self, model: str) -> dict[int, int]:
-        return {s.version: s.state for s in self.status_list(model)}
-
-    def reload(self, config: Any) -> None:
-        request = model_management_pb2.ReloadConfigRequest()
-        request.config.CopyFrom(config)
-        self.models.HandleReloadConfigRequest(request, timeout=60)
-
-    def close(self) -> None:
-        self.channel.close()
-
-
-def model_config(
-    name: str, base_path: Path, policy: str = "", labels: dict[str, int] | None = None
-) -> Any:
-    config = model_server_config_pb2.ModelConfig(
-        name=name, base_path=str(base_path), model_platform="tensorflow"
-    )
-    if policy:
-        text_format.Parse(policy, config.model_version_policy)
-    for label, version in (labels or {}).items():
-        config.version_labels[label] = version
-    return config
-
-
-def server_config(*models: Any) -> Any:
-    message = model_server_config_pb2.ModelServerConfig()
-    message.model_config_list.config.extend(models)
-    return message
-
-
-def write_config(path: Path, config: Any) -> Path:
-    path.write_text(text_format.MessageToString(config))
-    return path
 
 
 def publish(base: Path, version: int, offset: float) -> Path:

@@ -28,6 +28,7 @@ from tensorflow_serving.apis import (
 
 from functions.serving.process import ServerProcess
 from tests.conftest import HALF_PLUS_TWO, TWO_VERSIONS, ServerFactory
+from tests.integration.helpers import predict_request
 from tests.models import export_keras, export_multi
 
 pytestmark = pytest.mark.integration
@@ -111,12 +112,7 @@ def make_request(
     signature: str | None = None,
     output_filter: tuple[str, ...] = (),
 ) -> predict_pb2.PredictRequest:
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model
-    if version is not None:
-        request.model_spec.version.value = version
-    if label is not None:
-        request.model_spec.version_label = label
+    request = predict_request(model, version, label)
     if signature is not None:
         request.model_spec.signature_name = signature
     for name, value in (inputs if inputs is not None else {"x": x_tensor()}).items():

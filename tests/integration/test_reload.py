@@ -3,112 +3,25 @@ and polling of --model_config_file, seen through TF Serving's gRPC API only."""
 
 from __future__ import annotations
 
-import os
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
-import numpy as np
 import pytest
-import tensorflow as tf
-from google.protobuf import text_format
-from tensorflow_serving.apis import (
-    get_model_status_pb2,
-    model_management_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
-from tensorflow_serving.config import model_server_config_pb2
+from tensorflow_serving.apis import model_management_pb2
 
-from functions.serving.process import ServerProcess
 from tests.conftest import BAD_HALF_PLUS_TWO, HALF_PLUS_TWO, TWO_VERSIONS, ServerFactory
+from tests.integration.helpers import (
+    AVAILABLE,
+    END,
+    Client,
+    eventually,
+    model_config,
+    server_config,
+    write_config,
+)
 from tests.models import export_affine
-
-AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
-END = get_model_status_pb2.ModelVersionStatus.END
-T = TypeVar("T")
-
-
-def eventually(check: Callable[[], T], timeout: float = 30.0) -> T:
-    """Calls ``check`` until it stops failing (assertion or RPC error), or re-raises."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except (AssertionError, grpc.RpcError):
-            if time.monotonic() > deadline:
-                raise
-        threading.Event().wait(0.05)
-
-
-class Client:
-    def __init__(self, server: ServerProcess) -> None:
-        self.server = server
-        self.channel = grpc.insecure_channel(server.address)
-        self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
-        self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
-
-    def predict(
-        self, model: str, x: float = 2.0, version: int | None = None, label: str | None = None
-    ) -> tuple[int, float]:
-        request = predict_pb2.PredictRequest()
-        request.model_spec.name = model
-        if version is not None:
-            request.model_spec.version.value = version
-        if label is not None:
-            request.model_spec.version_label = label
-        request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([[x]], dtype=np.float32)))
-        response = self.predictions.Predict(request, timeout=10)
-        return response.model_spec.version.value, float(
-            tf.make_ndarray(response.outputs["y"]).ravel()[0]
-        )
-
-    def statuses(self, model: str) -> dict[int, Any]:
-        request = get_model_status_pb2.GetModelStatusRequest()
-        request.model_spec.name = model
-        reply = self.models.GetModelStatus(request, timeout=10)
-        return {s.version: s for s in reply.model_version_status}
-
-    def states(self, model: str) -> dict[int, int]:
-        return {v: s.state for v, s in self.statuses(model).items()}
-
-    def reload(self, config: Any) -> None:
-        request = model_management_pb2.ReloadConfigRequest()
-        request.config.CopyFrom(config)
-        self.models.HandleReloadConfigRequest(request, timeout=60)
-
-    def close(self) -> None:
-        self.channel.close()
-
-
-def model(
-    name: str, base_path: Path, policy: str = "", labels: dict[str, int] | None = None
-) -> Any:
-    config = model_server_config_pb2.ModelConfig(
-        name=name, base_path=str(base_path), model_platform="tensorflow"
-    )
-    if policy:
-        text_format.Parse(policy, config.model_version_policy)
-    for label, version in (labels or {}).items():
-        config.version_labels[label] = version
-    return config
-
-
-def config(*models: Any) -> Any:
-    message = model_server_config_pb2.ModelServerConfig()
-    message.model_config_list.config.extend(models)
-    return message
-
-
-def write_config(path: Path, message: Any) -> None:
-    """Replaces ``path`` atomically, so a poller never reads half a file."""
-    staging = path.with_name(path.name + ".tmp")
-    staging.write_text(text_format.MessageToString(message))
-    os.replace(staging, path)
 
 
 def expect_not_found(call: Callable[[], object], details: str) -> None:
@@ -121,7 +34,7 @@ def expect_not_found(call: Callable[[], object], details: str) -> None:
         raise AssertionError(f"expected NOT_FOUND {details!r}, got {result!r}")
 
 
-H2 = model("half_plus_two", HALF_PLUS_TWO)
+H2 = model_config("half_plus_two", HALF_PLUS_TWO)
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +43,7 @@ def extra(tmp_path_factory: pytest.TempPathFactory) -> Any:
     saved_model_half_plus_three is not used here: see test_startup.py.)"""
     base = tmp_path_factory.mktemp("extra")
     export_affine(base, 1, 1.0, 40.0)
-    return model("extra", base)
+    return model_config("extra", base)
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +51,7 @@ def client(
     serve_module: ServerFactory, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Client]:
     path = tmp_path_factory.mktemp("reload") / "models.config"
-    write_config(path, config(H2))
+    write_config(path, server_config(H2))
     c = Client(serve_module([f"--model_config_file={path}"]))
     yield c
     c.close()
@@ -148,22 +61,22 @@ def client(
 
 
 def test_reload_adds_a_model_that_serves_when_the_rpc_returns(client: Client, extra: Any) -> None:
-    client.reload(config(H2))
-    client.reload(config(H2, extra))
+    client.reload(server_config(H2))
+    client.reload(server_config(H2, extra))
     assert client.predict("extra", 2.0) == (1, 42.0)
     assert client.states("extra") == {1: AVAILABLE}
     assert client.predict("half_plus_two", 2.0) == (123, 3.0)
 
 
 def test_reload_removes_a_model(client: Client, extra: Any) -> None:
-    client.reload(config(H2, extra))
+    client.reload(server_config(H2, extra))
     assert client.predict("extra", 2.0) == (1, 42.0)
 
-    client.reload(config(H2))
+    client.reload(server_config(H2))
 
     def removed() -> None:
         expect_not_found(
-            lambda: client.predict("extra"),
+            lambda: client.predict("extra", 2.0),
             "Servable not found for request: Latest(extra)",
         )
         assert client.states("extra") == {1: END}
@@ -172,44 +85,48 @@ def test_reload_removes_a_model(client: Client, extra: Any) -> None:
     assert client.predict("half_plus_two", 2.0) == (123, 3.0)
 
     # It can come back, and then it serves as soon as the reload returns.
-    client.reload(config(H2, extra))
+    client.reload(server_config(H2, extra))
     assert client.predict("extra", 2.0) == (1, 42.0)
 
 
 def test_reload_changes_a_version_policy(client: Client) -> None:
-    client.reload(config(H2, model("two", TWO_VERSIONS)))
-    assert client.predict("two") == (124, 3.0)
+    client.reload(server_config(H2, model_config("two", TWO_VERSIONS)))
+    assert client.predict("two", 2.0) == (124, 3.0)
     assert client.states("two") == {124: AVAILABLE}
 
-    client.reload(config(H2, model("two", TWO_VERSIONS, "all {}")))
+    client.reload(server_config(H2, model_config("two", TWO_VERSIONS, "all {}")))
 
     def both() -> None:
         assert client.states("two") == {124: AVAILABLE, 123: AVAILABLE}
-        assert client.predict("two", version=123) == (123, 3.0)
+        assert client.predict("two", 2.0, version=123) == (123, 3.0)
 
     eventually(both)
 
-    client.reload(config(H2, model("two", TWO_VERSIONS, "specific { versions: 123 }")))
+    client.reload(
+        server_config(H2, model_config("two", TWO_VERSIONS, "specific { versions: 123 }"))
+    )
 
     def only_123() -> None:
         assert client.states("two") == {124: END, 123: AVAILABLE}
-        assert client.predict("two") == (123, 3.0)
+        assert client.predict("two", 2.0) == (123, 3.0)
 
     eventually(only_123)
     expect_not_found(
-        lambda: client.predict("two", version=124),
+        lambda: client.predict("two", 2.0, version=124),
         "Servable not found for request: Specific(two, 124)",
     )
 
 
 def test_reload_can_load_a_version_and_label_it_in_one_config(client: Client) -> None:
     """README: labels are checked after the config's versions have loaded."""
-    client.reload(config(H2, model("labelled", TWO_VERSIONS, "specific { versions: 123 }")))
+    client.reload(
+        server_config(H2, model_config("labelled", TWO_VERSIONS, "specific { versions: 123 }"))
+    )
     assert client.states("labelled") == {123: AVAILABLE}
     client.reload(
-        config(
+        server_config(
             H2,
-            model(
+            model_config(
                 "labelled",
                 TWO_VERSIONS,
                 "specific { versions: 123 versions: 124 }",
@@ -217,12 +134,12 @@ def test_reload_can_load_a_version_and_label_it_in_one_config(client: Client) ->
             ),
         )
     )
-    assert client.predict("labelled", label="stable") == (123, 3.0)
-    assert client.predict("labelled", label="canary") == (124, 3.0)
+    assert client.predict("labelled", 2.0, label="stable") == (123, 3.0)
+    assert client.predict("labelled", 2.0, label="canary") == (124, 3.0)
 
 
 def test_reload_with_an_empty_config_is_invalid(client: Client) -> None:
-    client.reload(config(H2))
+    client.reload(server_config(H2))
     with pytest.raises(grpc.RpcError) as info:
         client.models.HandleReloadConfigRequest(
             model_management_pb2.ReloadConfigRequest(), timeout=30
@@ -234,9 +151,9 @@ def test_reload_with_an_empty_config_is_invalid(client: Client) -> None:
 
 def test_reload_with_bad_half_plus_two_reports_a_failed_version(client: Client) -> None:
     """bad_half_plus_two is reported as a failed version without crashing the server."""
-    client.reload(config(H2))
+    client.reload(server_config(H2))
     with pytest.raises(grpc.RpcError) as info:
-        client.reload(config(H2, model("bad", BAD_HALF_PLUS_TWO)))
+        client.reload(server_config(H2, model_config("bad", BAD_HALF_PLUS_TWO)))
     assert info.value.code() != grpc.StatusCode.OK
     details = info.value.details() or ""
     assert "did not become available" in details
@@ -249,9 +166,11 @@ def test_reload_with_bad_half_plus_two_reports_a_failed_version(client: Client) 
     assert statuses[123].state == END
     assert statuses[123].status.error_code != 0
     assert statuses[123].status.error_message
-    expect_not_found(lambda: client.predict("bad"), "Servable not found for request: Latest(bad)")
+    expect_not_found(
+        lambda: client.predict("bad", 2.0), "Servable not found for request: Latest(bad)"
+    )
 
-    client.reload(config(H2))
+    client.reload(server_config(H2))
     assert client.predict("half_plus_two", 2.0) == (123, 3.0)
 
 
@@ -260,17 +179,17 @@ def test_reload_with_bad_half_plus_two_reports_a_failed_version(client: Client) 
 
 def test_model_config_file_is_polled(serve: ServerFactory, tmp_path: Path, extra: Any) -> None:
     path = tmp_path / "models.config"
-    write_config(path, config(H2))
+    write_config(path, server_config(H2))
     server = serve([f"--model_config_file={path}", "--model_config_file_poll_wait_seconds=1"])
     c = Client(server)
     try:
         assert c.predict("half_plus_two", 2.0) == (123, 3.0)
         expect_not_found(
-            lambda: c.predict("extra"),
+            lambda: c.predict("extra", 2.0),
             "Servable not found for request: Latest(extra)",
         )
 
-        write_config(path, config(H2, extra))
+        write_config(path, server_config(H2, extra))
 
         def extra_added() -> None:
             assert c.predict("extra", 2.0) == (1, 42.0)
@@ -278,11 +197,11 @@ def test_model_config_file_is_polled(serve: ServerFactory, tmp_path: Path, extra
         eventually(extra_added)
         assert c.predict("half_plus_two", 2.0) == (123, 3.0)
 
-        write_config(path, config(extra))
+        write_config(path, server_config(extra))
 
         def two_removed() -> None:
             expect_not_found(
-                lambda: c.predict("half_plus_two"),
+                lambda: c.predict("half_plus_two", 2.0),
                 "Servable not found for request: Latest(half_plus_two)",
             )
             assert c.states("half_plus_two") == {123: END}

@@ -8,11 +8,8 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -31,23 +28,11 @@ from tests.conftest import (
     TESTDATA,
     ServerFactory,
 )
+from tests.integration.helpers import eventually
 from tests.models import export_affine
 
-T = TypeVar("T")
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def eventually(check: Callable[[], T], timeout: float = 30.0) -> T:
-    """Calls ``check`` until it stops failing (assertion or RPC error), or re-raises."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except (AssertionError, grpc.RpcError):
-            if time.monotonic() > deadline:
-                raise
-        threading.Event().wait(0.05)
 
 
 def predict(channel: grpc.Channel, model: str, xs: Sequence[float]) -> tuple[int, list[float]]:
