@@ -86,4 +86,3 @@ def model_status(manager: Manager, name: str, version: int | None) -> list[Versi
     elif not statuses:
         raise NotFound(f"Could not find any versions of model {name}")
     return statuses
-
