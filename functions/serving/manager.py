@@ -157,15 +157,16 @@ class Manager:
             if model is None or not model.configured:
                 return
             aspired = aspired_versions(found, model.spec.policy)
-            retry_candidates = [
-                v for v in aspired
+            failed_fingerprints = {
+                v: r.fingerprint
+                for v in aspired
                 if (r := model.versions.get(v)) is not None
                 and r.state is VersionState.END and r.error is not None
-            ]  # fmt: skip
+            }  # fmt: skip
         # Fingerprints read the file system: do it outside the lock.
         changed = {
-            v for v in retry_candidates
-            if content_fingerprint(found[v]) != model.versions[v].fingerprint
+            v for v, fingerprint in failed_fingerprints.items()
+            if content_fingerprint(found[v]) != fingerprint
         }  # fmt: skip
         with self._cond:
             if not model.configured or self._closed.is_set():
