@@ -182,9 +182,9 @@ class ServerOptions:
     )
     enable_signature_method_name_check: bool = _flag(
         False,
-        "Check SignatureDef method names for Classify/Regress.",
-        "noop",
-        "Classify and Regress are not supported yet",
+        "Require the signatures used by Classify, Regress and MultiInference (and their warmup) "
+        "to have the method names tensorflow/serving/classify and tensorflow/serving/regress. "
+        "Off by default so that native TF2 models can classify and regress, as in TF Serving.",
     )
     platform_config_file: str = _flag(
         "", "A PlatformConfigMap text proto.", "later", "platform configs are not supported"

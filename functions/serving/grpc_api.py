@@ -7,38 +7,38 @@ from typing import Any
 
 import grpc
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
-from functions.serving import inference, tensors
+from functions.serving import example_inference, inference, tensors
 from functions.serving.core import ServingCore
 from functions.serving.grpc_status import rpc_errors
-from loader.errors import InvalidArgument, Unimplemented
+from functions.serving.proto_requests import selector_from_proto, tasks_from_proto
+from loader.errors import InvalidArgument
 from loader.model_config import specs_from_proto
 
 
-def selector_from_proto(request: Any) -> inference.ModelSelector:
-    if not request.HasField("model_spec"):
-        raise InvalidArgument("Missing ModelSpec")
-    spec = request.model_spec
-    choice = spec.WhichOneof("version_choice")
-    return inference.ModelSelector(
-        name=spec.name,
-        version=spec.version.value if choice == "version" else None,
-        label=spec.version_label if choice == "version_label" else None,
-        signature_name=spec.signature_name,
-    )
+def _fill_spec(spec: Any, served: example_inference.Served) -> None:
+    spec.name = served.version_id.model
+    spec.version.value = served.version_id.version
+    spec.signature_name = served.signature_name
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
-    def __init__(self, core: ServingCore, tensor_content: bool = False) -> None:
+    def __init__(
+        self, core: ServingCore, tensor_content: bool = False, check_method: bool = False
+    ) -> None:
         self._manager = core.manager
         self._as_content = tensor_content
+        self._check_method = check_method
 
     @rpc_errors
     def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -71,15 +71,36 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
 
     @rpc_errors
     def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
-        raise Unimplemented("Classify is not supported yet by rollway; use Predict")
+        served, result = example_inference.classify(
+            self._manager, selector_from_proto(request), request.input, self._check_method
+        )
+        response = classification_pb2.ClassificationResponse(result=result)
+        _fill_spec(response.model_spec, served)
+        return response
 
     @rpc_errors
     def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
-        raise Unimplemented("Regress is not supported yet by rollway; use Predict")
+        served, result = example_inference.regress(
+            self._manager, selector_from_proto(request), request.input, self._check_method
+        )
+        response = regression_pb2.RegressionResponse(result=result)
+        _fill_spec(response.model_spec, served)
+        return response
 
     @rpc_errors
     def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
-        raise Unimplemented("MultiInference is not supported yet by rollway; use Predict")
+        results = example_inference.multi_inference(
+            self._manager, tasks_from_proto(request), request.input, self._check_method
+        )
+        response = inference_pb2.MultiInferenceResponse()
+        for served, result in results:
+            entry = response.results.add()
+            _fill_spec(entry.model_spec, served)
+            if isinstance(result, classification_pb2.ClassificationResult):
+                entry.classification_result.CopyFrom(result)
+            else:
+                entry.regression_result.CopyFrom(result)
+        return response
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
@@ -114,8 +135,10 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
         return model_management_pb2.ReloadConfigResponse()
 
 
-def add_services(server: grpc.Server, core: ServingCore, tensor_content: bool) -> None:
+def add_services(
+    server: grpc.Server, core: ServingCore, tensor_content: bool, check_method: bool
+) -> None:
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(core, tensor_content), server
+        PredictionService(core, tensor_content, check_method), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)

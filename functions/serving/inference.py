@@ -53,7 +53,18 @@ def predict(
     output_filter: Iterable[str] = (),
 ) -> Prediction:
     servable = manager.resolve(selector.name, selector.version, selector.label)
-    signature = servable.signature(selector.signature_name)
+    return predict_with(servable, selector.signature_name, inputs, decode, output_filter)
+
+
+def predict_with(
+    servable: Servable,
+    signature_name: str,
+    inputs: Mapping[str, T],
+    decode: Callable[[T, str], npt.NDArray[Any]],
+    output_filter: Iterable[str] = (),
+) -> Prediction:
+    """Predict on a given servable (requests, and warmup before it is AVAILABLE)."""
+    signature = servable.signature(signature_name)
     servable.check_input_names(signature, inputs.keys())
     arrays = {name: decode(value, f'input "{name}"') for name, value in inputs.items()}
     outputs = servable.run(signature, arrays, output_filter)

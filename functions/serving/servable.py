@@ -9,7 +9,6 @@ error. TensorFlow's own errors are mapped by their canonical code.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,6 @@ from loader.errors import (
     Code,
     FailedPrecondition,
     InvalidArgument,
-    LoadError,
-    RollwayError,
     error_for_code,
 )
 from loader.versions import VersionId
@@ -31,8 +28,6 @@ from loader.versions import VersionId
 log = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = "serving_default"
-WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
-MAX_WARMUP_RECORDS = 1000
 
 
 @dataclass(frozen=True)
@@ -233,88 +228,3 @@ def _check_output_filter(signature: Signature, output_filter: Iterable[str]) -> 
             raise InvalidArgument(f"duplicate output tensor alias: {name}")
         wanted.add(name)
     return wanted or set(signature.outputs)
-
-
-def load_servable(
-    version_id: VersionId,
-    path: Path,
-    tags: tuple[str, ...],
-    warmup: bool,
-    warmup_iterations: int,
-) -> Servable:
-    """Loads and (optionally) warms up one version. Raises LoadError with the cause."""
-    import tensorflow as tf
-
-    started = time.monotonic()
-    saved = saved_model.read_saved_model(path)
-    meta_graph = saved_model.select_meta_graph(saved, tags, path)
-    try:
-        with saved_model.loadable_directory(path, saved) as directory:
-            model = tf.saved_model.load(str(directory), tags=list(tags))
-    except Exception as err:  # TF raises many types here; all mean "cannot load"
-        raise LoadError(
-            f"loading SavedModel at {path} failed: {err}", Code.INVALID_ARGUMENT
-        ) from err
-    servable = Servable(version_id, path, meta_graph, model)
-    if warmup:
-        replayed = replay_warmup(servable, max(warmup_iterations, 1))
-        if replayed:
-            log.info("warmed up %s with %d request(s)", version_id, replayed)
-    log.info(
-        "loaded %s from %s in %.2fs (signatures: %s)",
-        version_id,
-        path,
-        time.monotonic() - started,
-        ", ".join(sorted(servable.signatures)),
-    )
-    return servable
-
-
-def replay_warmup(servable: Servable, iterations: int) -> int:
-    """Replays ``assets.extra/tf_serving_warmup_requests``; returns requests run.
-
-    A missing file is fine; a malformed one, more than 1000 records, or a
-    request that fails makes the load fail, as in TF Serving.
-    """
-    path = servable.path / WARMUP_FILE
-    if not path.is_file():
-        return 0
-    import tensorflow as tf
-    from tensorflow_serving.apis import prediction_log_pb2
-
-    try:
-        records = [
-            r.numpy() for r in tf.data.TFRecordDataset(str(path)).take(MAX_WARMUP_RECORDS + 1)
-        ]
-    except tf.errors.OpError as err:
-        raise LoadError(f"warmup file {path} is not a valid TFRecord file: {err.message}") from err
-    if len(records) > MAX_WARMUP_RECORDS:
-        raise LoadError(
-            f"warmup file {path} has more than {MAX_WARMUP_RECORDS} records", Code.INVALID_ARGUMENT
-        )
-    count = 0
-    for index, record in enumerate(records):
-        entry = prediction_log_pb2.PredictionLog()
-        try:
-            entry.ParseFromString(record)
-        except Exception as err:
-            raise LoadError(f"warmup record {index} in {path} is not a PredictionLog") from err
-        kind = entry.WhichOneof("log_type")
-        if kind != "predict_log":
-            raise LoadError(
-                f"warmup record {index} in {path} is a {kind}; only predict_log warmup "
-                "is supported yet",
-                Code.UNIMPLEMENTED,
-            )
-        request = entry.predict_log.request
-        try:
-            signature = servable.signature(request.model_spec.signature_name)
-            inputs = {k: tensors.to_ndarray(v, f'input "{k}"') for k, v in request.inputs.items()}
-            for _ in range(iterations):
-                servable.run(signature, inputs, request.output_filter)
-                count += 1
-        except RollwayError as err:
-            raise LoadError(
-                f"warmup record {index} in {path} failed: {err.message}", err.code
-            ) from err
-    return count

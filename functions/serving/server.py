@@ -25,8 +25,8 @@ from functions.serving import flags, logs
 from functions.serving.core import ServingCore
 from functions.serving.flags import ServerOptions
 from functions.serving.health import ModelHealth
+from functions.serving.loading import load_servable
 from functions.serving.manager import RetryPolicy
-from functions.serving.servable import load_servable
 from loader.errors import RollwayError
 from loader.model_config import ModelSpec, read_model_server_config, single_model_config
 
@@ -93,6 +93,7 @@ def _serve(o: ServerOptions, specs: Sequence[ModelSpec]) -> int:
         tags=tuple(t for t in o.saved_model_tags.split(",") if t),
         warmup=o.enable_model_warmup,
         warmup_iterations=o.num_request_iterations_for_warmup,
+        check_method=o.enable_signature_method_name_check,
     )
     health = ModelHealth(lambda: core.manager.is_ready())  # noqa: PLW0108 (core is bound below)
     core = ServingCore(
@@ -116,7 +117,12 @@ def _serve(o: ServerOptions, specs: Sequence[ModelSpec]) -> int:
         ),
         options=channel_options,
     )
-    add_services(server, core, o.enable_serialization_as_tensor_content)
+    add_services(
+        server,
+        core,
+        o.enable_serialization_as_tensor_content,
+        o.enable_signature_method_name_check,
+    )
     if o.enable_grpc_healthcheck_service:
         health.add_to(server)
     try:

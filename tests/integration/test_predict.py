@@ -18,12 +18,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import (
-    classification_pb2,
     get_model_metadata_pb2,
-    inference_pb2,
     predict_pb2,
     prediction_service_pb2_grpc,
-    regression_pb2,
 )
 
 from functions.serving.process import ServerProcess
@@ -574,47 +571,6 @@ def test_server_still_serves_after_errors(stub: Any) -> None:
             assert err.code() != grpc.StatusCode.UNAVAILABLE, err.details()
     response = stub.Predict(make_request(), timeout=RPC_TIMEOUT)
     assert list(response.outputs["y"].float_val) == Y
-
-
-# ---------------------------------------------------------------- not implemented yet
-
-
-def _classify() -> Any:
-    request = classification_pb2.ClassificationRequest()
-    request.model_spec.name = "half_plus_two"
-    request.model_spec.signature_name = "classify_x_to_y"
-    request.input.example_list.examples.add().features.feature["x"].float_list.value.append(1.0)
-    return request
-
-
-def _regress() -> Any:
-    request = regression_pb2.RegressionRequest()
-    request.model_spec.name = "half_plus_two"
-    request.model_spec.signature_name = "regress_x_to_y"
-    request.input.example_list.examples.add().features.feature["x"].float_list.value.append(1.0)
-    return request
-
-
-def _multi_inference() -> Any:
-    request = inference_pb2.MultiInferenceRequest()
-    task = request.tasks.add()
-    task.model_spec.name = "half_plus_two"
-    task.model_spec.signature_name = "regress_x_to_y"
-    task.method_name = "tensorflow/serving/regress"
-    request.input.example_list.examples.add().features.feature["x"].float_list.value.append(1.0)
-    return request
-
-
-@pytest.mark.parametrize(
-    ("method", "build"),
-    [("Classify", _classify), ("Regress", _regress), ("MultiInference", _multi_inference)],
-)
-def test_unimplemented_methods(stub: Any, method: str, build: Callable[[], Any]) -> None:
-    err = rpc_error(getattr(stub, method), build())
-    assert err.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert method in err.details()
-    assert "not supported" in err.details()
-    assert "Predict" in err.details()
 
 
 # ---------------------------------------------------------------- tensor_content output

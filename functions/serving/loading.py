@@ -1,0 +1,136 @@
+"""Loading one version: read the SavedModel, load it, warm it up.
+
+Warmup replays ``assets.extra/tf_serving_warmup_requests`` (a TFRecord file of
+PredictionLog, as TF Serving writes and reads it) through the same data plane
+that serves requests, so a version is AVAILABLE only after every kind of
+request in the file has run on it. A missing file is fine; a malformed file,
+more than 1000 records, or a failing request fails the load with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from functions.serving import example_inference, inference, saved_model, tensors
+from functions.serving.proto_requests import selector_from_proto, tasks_from_proto
+from functions.serving.servable import Servable
+from loader.errors import Code, LoadError, RollwayError
+from loader.versions import VersionId
+
+log = logging.getLogger(__name__)
+
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000
+
+
+def load_servable(
+    version_id: VersionId,
+    path: Path,
+    tags: tuple[str, ...],
+    warmup: bool,
+    warmup_iterations: int,
+    check_method: bool = False,
+) -> Servable:
+    """Loads and (optionally) warms up one version. Raises LoadError with the cause."""
+    import tensorflow as tf
+
+    started = time.monotonic()
+    saved = saved_model.read_saved_model(path)
+    meta_graph = saved_model.select_meta_graph(saved, tags, path)
+    try:
+        with saved_model.loadable_directory(path, saved) as directory:
+            model = tf.saved_model.load(str(directory), tags=list(tags))
+    except Exception as err:  # TF raises many types here; all mean "cannot load"
+        raise LoadError(
+            f"loading SavedModel at {path} failed: {err}", Code.INVALID_ARGUMENT
+        ) from err
+    servable = Servable(version_id, path, meta_graph, model)
+    loaded = time.monotonic()
+    replayed = replay_warmup(servable, max(warmup_iterations, 1), check_method) if warmup else 0
+    log.info(
+        "loaded %s from %s in %.2fs, warmup %d request(s) in %.2fs (signatures: %s)",
+        version_id,
+        path,
+        loaded - started,
+        replayed,
+        time.monotonic() - loaded,
+        ", ".join(sorted(servable.signatures)),
+    )
+    return servable
+
+
+def read_warmup_records(path: Path) -> list[bytes]:
+    import tensorflow as tf
+
+    try:
+        dataset = tf.data.TFRecordDataset(str(path)).take(MAX_WARMUP_RECORDS + 1)
+        records = [bytes(r.numpy()) for r in dataset]
+    except tf.errors.OpError as err:
+        raise LoadError(
+            f"warmup file {path} is not a valid TFRecord file: {err.message}",
+            Code.INVALID_ARGUMENT,
+        ) from err
+    if len(records) > MAX_WARMUP_RECORDS:
+        raise LoadError(
+            f"warmup file {path} has more than {MAX_WARMUP_RECORDS} records", Code.INVALID_ARGUMENT
+        )
+    return records
+
+
+def replay_warmup(servable: Servable, iterations: int, check_method: bool = False) -> int:
+    """Replays the version's warmup file ``iterations`` times; returns requests run."""
+    path = servable.path / WARMUP_FILE
+    if not path.is_file():
+        return 0
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    count = 0
+    for index, record in enumerate(read_warmup_records(path)):
+        entry = prediction_log_pb2.PredictionLog()
+        try:
+            entry.ParseFromString(record)
+        except Exception as err:
+            raise LoadError(
+                f"warmup record {index} in {path} is not a PredictionLog", Code.INVALID_ARGUMENT
+            ) from err
+        kind = entry.WhichOneof("log_type")
+        try:
+            for _ in range(iterations):
+                _replay(servable, kind, entry, check_method)
+                count += 1
+        except RollwayError as err:
+            raise LoadError(
+                f"warmup record {index} ({kind}) in {path} failed: {err.message}", err.code
+            ) from err
+    return count
+
+
+def _replay(servable: Servable, kind: str | None, entry: Any, check_method: bool) -> None:
+    if kind == "predict_log":
+        request = entry.predict_log.request
+        signature = selector_from_proto(request).signature_name
+        inference.predict_with(
+            servable, signature, request.inputs, tensors.to_ndarray, request.output_filter
+        )
+    elif kind == "classify_log":
+        request = entry.classify_log.request
+        signature = selector_from_proto(request).signature_name
+        example_inference.classify_with(servable, signature, request.input, check_method)
+    elif kind == "regress_log":
+        request = entry.regress_log.request
+        signature = selector_from_proto(request).signature_name
+        example_inference.regress_with(servable, signature, request.input, check_method)
+    elif kind == "multi_inference_log":
+        request = entry.multi_inference_log.request
+        example_inference.multi_inference_with(
+            servable, tasks_from_proto(request), request.input, check_method
+        )
+    else:
+        raise LoadError(
+            f"warmup log type {kind} is not supported (only predict, classify, regress and "
+            "multi-inference logs are)",
+            Code.UNIMPLEMENTED,
+        )
