@@ -63,15 +63,14 @@ class ServerOptions:
     # REST
     rest_api_port: int = _flag(
         0,
-        "Port for the HTTP/REST API; 0 disables it.",
-        "later",
-        "the REST API is not supported yet",
+        "Port for TF Serving's HTTP/REST API (served by waitress); 0 disables it. Must differ from --port.",
     )
-    rest_api_num_threads: int = _flag(
-        4 * _CPUS, "Threads for the HTTP/REST API.", "noop", "only used by the REST API"
-    )
+    rest_api_num_threads: int = _flag(4 * _CPUS, "Threads serving HTTP/REST requests.")
     rest_api_timeout_in_ms: int = _flag(
-        30000, "Timeout for HTTP/REST API calls.", "noop", "only used by the REST API"
+        30000, "Timeout for HTTP/REST calls; a request still running then gets 504."
+    )
+    rest_api_max_request_bytes: int = _flag(
+        256 * 2**20, "rollway only: larger REST request bodies get 413."
     )
     rest_api_enable_cors_support: bool = _flag(
         False, "Add CORS headers to REST responses.", "later", "the REST API is not supported yet"
@@ -333,7 +332,8 @@ def validate(options: ServerOptions, explicit: frozenset[str]) -> None:
         raise UsageError("--port=0 disables TCP, so --grpc_socket_path is required")
     if o.rest_api_port and o.rest_api_port == o.port:
         raise UsageError("--rest_api_port cannot be same as --port.")
-    for name in ("grpc_max_threads",):
+    for name in ("grpc_max_threads", "rest_api_num_threads", "rest_api_timeout_in_ms",
+                 "rest_api_max_request_bytes"):  # fmt: skip
         if getattr(o, name) < 1:
             raise UsageError(f"--{name} must be at least 1")
     for name in ("num_load_threads", "max_num_load_retries", "num_request_iterations_for_warmup",

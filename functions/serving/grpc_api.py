@@ -8,8 +8,6 @@ from typing import Any
 import grpc
 from tensorflow_serving.apis import (
     classification_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
     inference_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
@@ -18,7 +16,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from functions.serving import example_inference, inference, tensors
+from functions.serving import example_inference, inference, responses, tensors
 from functions.serving.core import ServingCore
 from functions.serving.grpc_status import rpc_errors
 from functions.serving.proto_requests import selector_from_proto, tasks_from_proto
@@ -63,11 +61,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
         servable, signature_defs = inference.model_metadata(
             self._manager, selector, request.metadata_field
         )
-        response = get_model_metadata_pb2.GetModelMetadataResponse()
-        response.model_spec.name = servable.version_id.model
-        response.model_spec.version.value = servable.version_id.version
-        response.metadata[inference.SIGNATURE_DEF_FIELD].Pack(signature_defs)
-        return response
+        return responses.metadata_response(servable, signature_defs)
 
     @rpc_errors
     def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -113,15 +107,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
             raise InvalidArgument("Missing ModelSpec")
         spec = request.model_spec
         version = spec.version.value if spec.WhichOneof("version_choice") == "version" else None
-        response = get_model_status_pb2.GetModelStatusResponse()
-        for status in inference.model_status(self._core.manager, spec.name, version):
-            entry = response.model_version_status.add()
-            entry.version = status.version
-            entry.state = int(status.state)
-            if status.error is not None:
-                entry.status.error_code = int(status.error.code)
-                entry.status.error_message = status.error.message
-        return response
+        return responses.status_response(
+            inference.model_status(self._core.manager, spec.name, version)
+        )
 
     @rpc_errors
     def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:

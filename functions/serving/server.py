@@ -18,6 +18,7 @@ import threading
 from collections.abc import Sequence
 from concurrent import futures
 from types import FrameType
+from typing import Any
 
 import grpc
 
@@ -134,6 +135,7 @@ def _serve(o: ServerOptions, specs: Sequence[ModelSpec]) -> int:
     server.start()
     for address in addresses:
         log.info("Running gRPC ModelServer at %s ...", address)
+    rest = _start_rest(o, core) if o.rest_api_port else None
 
     stop = threading.Event()
     starting = True
@@ -150,15 +152,15 @@ def _serve(o: ServerOptions, specs: Sequence[ModelSpec]) -> int:
         core.start(specs)
         starting = False
     except _Shutdown:
-        return _shutdown(server, core, health, 0)
+        return _shutdown(server, rest, core, health, 0)
     except RollwayError as err:
         log.error("Failed to start server. Error: %s", err.message)
-        return _shutdown(server, core, health, 1)
+        return _shutdown(server, rest, core, health, 1)
     if o.model_config_file:
         core.watch_config_file(o.model_config_file, o.model_config_file_poll_wait_seconds)
     log.info("serving models: %s", ", ".join(s.name for s in specs) or "(none)")
     stop.wait()
-    return _shutdown(server, core, health, 0)
+    return _shutdown(server, rest, core, health, 0)
 
 
 def _bind(server: grpc.Server, o: ServerOptions) -> list[str]:
@@ -174,8 +176,29 @@ def _bind(server: grpc.Server, o: ServerOptions) -> list[str]:
     return addresses
 
 
-def _shutdown(server: grpc.Server, core: ServingCore, health: ModelHealth, code: int) -> int:
+def _start_rest(o: ServerOptions, core: ServingCore) -> Any:
+    from functions.serving.rest_api import RestApi, RestOptions, serve_rest
+
+    app = RestApi(
+        core.manager,
+        RestOptions(
+            timeout_seconds=o.rest_api_timeout_in_ms / 1000.0,
+            max_request_bytes=o.rest_api_max_request_bytes,
+            check_method=o.enable_signature_method_name_check,
+        ),
+        workers=o.rest_api_num_threads,
+    )
+    return serve_rest(
+        app, o.bind_address, o.rest_api_port, o.rest_api_num_threads, o.rest_api_max_request_bytes
+    )
+
+
+def _shutdown(
+    server: grpc.Server, rest: Any, core: ServingCore, health: ModelHealth, code: int
+) -> int:
     health.drain()
+    if rest is not None:
+        rest.close()
     server.stop(SHUTDOWN_GRACE_SECONDS).wait()
     core.close()
     log.info("stopped")

@@ -404,7 +404,6 @@ def _non_default(f: dataclasses.Field[Any]) -> str:
 def test_later_flags_exist() -> None:
     names = {f.name for f in LATER}
     assert {
-        "rest_api_port",
         "rest_api_enable_cors_support",
         "enable_batching",
         "batching_parameters_file",
