@@ -101,6 +101,32 @@ def grpc_sequential(address: str, payload: bytes, n: int) -> dict[str, float]:
     return summarize(latencies)
 
 
+def rest_sequential(port: int, model: str, x: np.ndarray, n: int) -> dict[str, float]:
+    """POST :predict (row format) on one persistent HTTP/1.1 connection."""
+    import http.client
+
+    body = json.dumps({"instances": x.tolist()}).encode()
+    headers = {"Content-Type": "application/json"}
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+    def call() -> None:
+        connection.request("POST", f"/v1/models/{model}:predict", body, headers)
+        reply = connection.getresponse()
+        reply.read()
+        if reply.status != 200:
+            raise RuntimeError(f"REST predict answered {reply.status}")
+
+    for _ in range(100):
+        call()
+    latencies = []
+    for _ in range(n):
+        start = time.perf_counter()
+        call()
+        latencies.append(time.perf_counter() - start)
+    connection.close()
+    return summarize(latencies)
+
+
 def grpc_concurrent(address: str, payload: bytes, clients: int, seconds: float) -> dict[str, Any]:
     """``clients`` processes hammer the server for ``seconds``, all starting together."""
     ctx = mp.get_context("spawn")
@@ -190,7 +216,7 @@ def bench_model(
     args: argparse.Namespace,
     layout: str,
 ) -> dict[str, Any]:
-    from functions.serving.process import ServerProcess
+    from functions.serving.process import ServerProcess, free_port
     from loader.versions import scan_versions
 
     server_cpus, client_cpus = layouts()[layout]
@@ -199,8 +225,14 @@ def bench_model(
         raw = raw_call(scan_versions(base)[version], x, input_name, args.requests)
     payload = _request(name, input_name, x)
     with tempfile.TemporaryDirectory() as tmp:
+        rest_port = free_port()
         server = ServerProcess(
-            [f"--model_name={name}", f"--model_base_path={base}", *args.server_flag],
+            [
+                f"--model_name={name}",
+                f"--model_base_path={base}",
+                f"--rest_api_port={rest_port}",
+                *args.server_flag,
+            ],
             Path(tmp) / "server.log",
         )
         with _cpus(server_cpus):
@@ -210,6 +242,8 @@ def bench_model(
             with _cpus(client_cpus):
                 print(f"[{name}, {layout}] gRPC, 1 client ...", flush=True)
                 single = grpc_sequential(server.address, payload, args.requests)
+                print(f"[{name}, {layout}] REST, 1 client ...", flush=True)
+                rest = rest_sequential(rest_port, name, x, args.requests)
                 print(f"[{name}, {layout}] gRPC, {args.clients} clients ...", flush=True)
                 concurrent = grpc_concurrent(server.address, payload, args.clients, args.seconds)
         finally:
@@ -228,6 +262,7 @@ def bench_model(
         "batch": list(x.shape),
         "raw": raw,
         "grpc_single": single,
+        "rest_single": rest,
         "grpc_concurrent": concurrent,
         "p50_ratio_grpc_vs_raw": ratio,
         "checks": checks,
@@ -252,6 +287,7 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         for label, s, qps in (
             ("raw in-process call", r["raw"], 1000.0 / r["raw"]["mean_ms"]),
             ("gRPC, 1 client", r["grpc_single"], 1000.0 / r["grpc_single"]["mean_ms"]),
+            ("REST, 1 client", r["rest_single"], 1000.0 / r["rest_single"]["mean_ms"]),
             (f"gRPC, {c['clients']} clients", c, c["predictions_per_s"]),
         ):
             lines.append(
