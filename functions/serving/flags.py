@@ -53,9 +53,7 @@ class ServerOptions:
     )
     ssl_config_file: str = _flag(
         "",
-        "An SSLConfig text proto for a TLS gRPC port.",
-        "later",
-        "TLS is not supported yet: terminate TLS at the Knative/Kubernetes ingress",
+        "An SSLConfig text proto (server_key and server_cert as PEM text, optional custom_ca, client_verify) that makes the gRPC ports TLS, as in TF Serving.",
     )
     use_alts_credentials: bool = _flag(
         False, "Use Google ALTS credentials.", "later", "ALTS is not supported"

@@ -28,7 +28,7 @@ from functions.serving.flags import ServerOptions
 from functions.serving.health import ModelHealth
 from functions.serving.loading import load_servable
 from functions.serving.manager import RetryPolicy
-from loader.errors import RollwayError
+from loader.errors import ConfigError, RollwayError
 from loader.model_config import ModelSpec, read_model_server_config, single_model_config
 
 log = logging.getLogger("rollway.serve")
@@ -128,7 +128,7 @@ def _serve(o: ServerOptions, specs: Sequence[ModelSpec]) -> int:
         health.add_to(server)
     try:
         addresses = _bind(server, o)
-    except RuntimeError as err:
+    except (RuntimeError, RollwayError) as err:
         log.error("Failed to start server. Error: %s", err)
         core.close()
         return 1
@@ -170,10 +170,30 @@ def _bind(server: grpc.Server, o: ServerOptions) -> list[str]:
         addresses.append(f"{host}:{o.port}")
     if o.grpc_socket_path:
         addresses.append(f"unix:{o.grpc_socket_path}")
+    credentials = _server_credentials(o.ssl_config_file) if o.ssl_config_file else None
     for address in addresses:
-        if server.add_insecure_port(address) == 0:
+        bound = (
+            server.add_secure_port(address, credentials)
+            if credentials is not None
+            else server.add_insecure_port(address)
+        )
+        if bound == 0:
             raise RuntimeError(f"could not bind the gRPC server to {address}")
     return addresses
+
+
+def _server_credentials(path: str) -> grpc.ServerCredentials:
+    """TF Serving's BuildServerCredentialsFromSSLConfigFile."""
+    from functions.serving.config_messages import SSLConfig, read_text_proto
+
+    config = read_text_proto(path, SSLConfig)
+    if not config.server_key or not config.server_cert:
+        raise ConfigError(f"{path}: server_key and server_cert (PEM text) are required")
+    return grpc.ssl_server_credentials(
+        [(config.server_key.encode(), config.server_cert.encode())],
+        root_certificates=config.custom_ca.encode() or None,
+        require_client_auth=bool(config.client_verify),
+    )
 
 
 def _start_rest(o: ServerOptions, core: ServingCore) -> Any:

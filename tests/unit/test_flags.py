@@ -409,7 +409,6 @@ def test_later_flags_exist() -> None:
         "batching_parameters_file",
         "enable_per_model_batching_parameters",
         "monitoring_config_file",
-        "ssl_config_file",
         "use_alts_credentials",
         "platform_config_file",
         "tensorflow_session_config_file",

@@ -1,0 +1,60 @@
+"""Message classes for TF Serving config files whose classes
+``tensorflow-serving-api`` does not ship (its wheel has ModelServerConfig but
+not SSLConfig).
+
+Users keep their files, so the text format must be TF Serving's: the
+descriptor below declares the same package, message and field names and
+numbers as ``tensorflow_serving/config/ssl_config.proto``. It is built at run
+time in a private descriptor pool, so nothing is generated or vendored, and it
+can never clash with a class a future ``tensorflow-serving-api`` ships.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
+
+from loader.errors import ConfigError
+
+_STRING = descriptor_pb2.FieldDescriptorProto.TYPE_STRING
+_BOOL = descriptor_pb2.FieldDescriptorProto.TYPE_BOOL
+
+
+def _build_pool() -> descriptor_pool.DescriptorPool:
+    file = descriptor_pb2.FileDescriptorProto(
+        name="rollway/tf_serving_compat/ssl_config.proto",
+        package="tensorflow.serving",
+        syntax="proto3",
+    )
+    ssl = file.message_type.add(name="SSLConfig")
+    for number, (name, kind) in enumerate(
+        (("server_key", _STRING), ("server_cert", _STRING), ("custom_ca", _STRING),
+         ("client_verify", _BOOL)),
+        start=1,
+    ):  # fmt: skip
+        ssl.field.add(name=name, number=number, type=kind, label=1)  # LABEL_OPTIONAL
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return pool
+
+
+_POOL = _build_pool()
+SSLConfig: Any = message_factory.GetMessageClass(
+    _POOL.FindMessageTypeByName("tensorflow.serving.SSLConfig")
+)
+
+
+def read_text_proto(path: str, message_class: Any) -> Any:
+    """Parses a text-format config file; ConfigError names the file and the problem."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read {path!r}: {err}") from err
+    message = message_class()
+    try:
+        text_format.Parse(text, message)
+    except text_format.ParseError as err:
+        raise ConfigError(f"Invalid protobuf file: '{path}': {err}") from err
+    return message
