@@ -1,10 +1,11 @@
 """Message classes for TF Serving config files whose classes
 ``tensorflow-serving-api`` does not ship (its wheel has ModelServerConfig but
-not SSLConfig).
+not SSLConfig or MonitoringConfig).
 
 Users keep their files, so the text format must be TF Serving's: the
 descriptor below declares the same package, message and field names and
-numbers as ``tensorflow_serving/config/ssl_config.proto``. It is built at run
+numbers as ``tensorflow_serving/config/ssl_config.proto`` and
+``monitoring_config.proto``. It is built at run
 time in a private descriptor pool, so nothing is generated or vendored, and it
 can never clash with a class a future ``tensorflow-serving-api`` ships.
 """
@@ -20,11 +21,12 @@ from loader.errors import ConfigError
 
 _STRING = descriptor_pb2.FieldDescriptorProto.TYPE_STRING
 _BOOL = descriptor_pb2.FieldDescriptorProto.TYPE_BOOL
+_MESSAGE = descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE
 
 
 def _build_pool() -> descriptor_pool.DescriptorPool:
     file = descriptor_pb2.FileDescriptorProto(
-        name="rollway/tf_serving_compat/ssl_config.proto",
+        name="rollway/tf_serving_compat/config.proto",
         package="tensorflow.serving",
         syntax="proto3",
     )
@@ -35,15 +37,30 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
         start=1,
     ):  # fmt: skip
         ssl.field.add(name=name, number=number, type=kind, label=1)  # LABEL_OPTIONAL
+    prometheus = file.message_type.add(name="PrometheusConfig")
+    prometheus.field.add(name="enable", number=1, type=_BOOL, label=1)
+    prometheus.field.add(name="path", number=2, type=_STRING, label=1)
+    monitoring = file.message_type.add(name="MonitoringConfig")
+    monitoring.field.add(
+        name="prometheus_config", number=1, type=_MESSAGE, label=1,
+        type_name=".tensorflow.serving.PrometheusConfig",
+    )  # fmt: skip
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return pool
 
 
 _POOL = _build_pool()
-SSLConfig: Any = message_factory.GetMessageClass(
-    _POOL.FindMessageTypeByName("tensorflow.serving.SSLConfig")
-)
+
+
+def _message(name: str) -> Any:
+    return message_factory.GetMessageClass(
+        _POOL.FindMessageTypeByName(f"tensorflow.serving.{name}")
+    )
+
+
+SSLConfig: Any = _message("SSLConfig")
+MonitoringConfig: Any = _message("MonitoringConfig")
 
 
 def read_text_proto(path: str, message_class: Any) -> Any:

@@ -89,7 +89,7 @@ def _classify(
             f'Signature {signature.name!r} has neither a "classes" nor a "scores" output, '
             "so it cannot classify"
         )
-    outputs = servable.run(signature, {input_name: examples}, wanted)
+    outputs = servable.run(signature, {input_name: examples}, wanted, api="Classify")
     classes, scores = outputs.get(CLASSES), outputs.get(SCORES)
     batch = len(examples)
     for name, tensor in ((CLASSES, classes), (SCORES, scores)):
@@ -126,7 +126,7 @@ def _regress(
     input_name = _input_name(signature)
     if OUTPUTS not in signature.outputs:
         raise InvalidArgument(f'Signature {signature.name!r} has no "outputs" output to regress')
-    values = servable.run(signature, {input_name: examples}, [OUTPUTS])[OUTPUTS]
+    values = servable.run(signature, {input_name: examples}, [OUTPUTS], api="Regress")[OUTPUTS]
     batch = len(examples)
     if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
         raise InvalidArgument(

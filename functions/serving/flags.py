@@ -170,9 +170,7 @@ class ServerOptions:
     )
     monitoring_config_file: str = _flag(
         "",
-        "A MonitoringConfig text proto (Prometheus metrics).",
-        "later",
-        "Prometheus metrics are not supported yet",
+        "A MonitoringConfig text proto; prometheus_config { enable: true path: ... } serves TF Serving's metrics in Prometheus format on the REST port (default path /monitoring/prometheus/metrics).",
     )
     enable_serialization_as_tensor_content: bool = _flag(
         False, "Encode Predict outputs in tensor_content instead of the typed *_val fields."

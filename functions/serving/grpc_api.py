@@ -16,12 +16,14 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from functions.serving import example_inference, inference, responses, tensors
+from functions.serving import example_inference, inference, metrics, responses, tensors
 from functions.serving.core import ServingCore
 from functions.serving.grpc_status import rpc_errors
 from functions.serving.proto_requests import selector_from_proto, tasks_from_proto
 from loader.errors import InvalidArgument
 from loader.model_config import specs_from_proto
+
+GRPC = "GRPC"  # the request_latency "entrypoint" label
 
 
 def _fill_spec(spec: Any, served: example_inference.Served) -> None:
@@ -40,6 +42,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
 
     @rpc_errors
     def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with metrics.request(request.model_spec.name, "Predict", GRPC):
+            return self._predict(request)
+
+    def _predict(self, request: Any) -> Any:
         result = inference.predict(
             self._manager,
             selector_from_proto(request),
@@ -65,6 +71,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
 
     @rpc_errors
     def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with metrics.request(request.model_spec.name, "Classify", GRPC):
+            return self._classify(request)
+
+    def _classify(self, request: Any) -> Any:
         served, result = example_inference.classify(
             self._manager, selector_from_proto(request), request.input, self._check_method
         )
@@ -74,6 +84,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
 
     @rpc_errors
     def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with metrics.request(request.model_spec.name, "Regress", GRPC):
+            return self._regress(request)
+
+    def _regress(self, request: Any) -> Any:
         served, result = example_inference.regress(
             self._manager, selector_from_proto(request), request.input, self._check_method
         )
@@ -83,6 +97,11 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
 
     @rpc_errors
     def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
+        model = request.tasks[0].model_spec.name if request.tasks else ""
+        with metrics.request(model, "MultiInference", GRPC):
+            return self._multi_inference(request)
+
+    def _multi_inference(self, request: Any) -> Any:
         results = example_inference.multi_inference(
             self._manager, tasks_from_proto(request), request.input, self._check_method
         )

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from functions.serving import example_inference, inference, saved_model, tensors
+from functions.serving import example_inference, inference, metrics, saved_model, tensors
 from functions.serving.proto_requests import selector_from_proto, tasks_from_proto
 from functions.serving.servable import Servable
 from loader.errors import Code, LoadError, RollwayError
@@ -44,12 +44,15 @@ def load_servable(
         with saved_model.loadable_directory(path, saved) as directory:
             model = tf.saved_model.load(str(directory), tags=list(tags))
     except Exception as err:  # TF raises many types here; all mean "cannot load"
+        metrics.load_attempt_count.labels(str(path), "fail").inc()
         raise LoadError(
             f"loading SavedModel at {path} failed: {err}", Code.INVALID_ARGUMENT
         ) from err
     servable = Servable(version_id, path, meta_graph, model)
     loaded = time.monotonic()
-    replayed = replay_warmup(servable, max(warmup_iterations, 1), check_method) if warmup else 0
+    metrics.load_attempt_count.labels(str(path), "success").inc()
+    metrics.load_latency.labels(str(path)).inc(metrics.microseconds(loaded - started))
+    replayed = _timed_warmup(servable, warmup_iterations, check_method) if warmup else 0
     log.info(
         "loaded %s from %s in %.2fs, warmup %d request(s) in %.2fs (signatures: %s)",
         version_id,
@@ -60,6 +63,19 @@ def load_servable(
         ", ".join(sorted(servable.signatures)),
     )
     return servable
+
+
+def _timed_warmup(servable: Servable, iterations: int, check_method: bool) -> int:
+    started, status = time.monotonic(), "OK"
+    try:
+        return replay_warmup(servable, max(iterations, 1), check_method)
+    except RollwayError as err:
+        status = err.code.name
+        raise
+    finally:
+        metrics.warmup_latency.labels(str(servable.path), status).observe(
+            metrics.microseconds(time.monotonic() - started)
+        )
 
 
 def read_warmup_records(path: Path) -> list[bytes]:

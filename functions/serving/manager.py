@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from functions.serving import metrics
 from functions.serving.servable import Servable
 from loader.errors import (
     FailedPrecondition,
@@ -388,6 +389,8 @@ class Manager:
         """Rebuilds the request path's snapshot. Call with the lock held."""
         views: dict[str, _View] = {}
         for name, model in self._models.items():
+            for number, record in model.versions.items():
+                metrics.version_state.labels(name, str(number)).set(int(record.state))
             if not model.configured:
                 continue
             available = {

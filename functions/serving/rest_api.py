@@ -29,7 +29,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from functions.serving import example_inference, inference, responses, rest_json
+from functions.serving import example_inference, inference, metrics, responses, rest_json
 from functions.serving.http_status import http_status
 from functions.serving.manager import Manager
 from functions.serving.servable import DEFAULT_SIGNATURE
@@ -52,6 +52,7 @@ class RestOptions:
     timeout_seconds: float
     max_request_bytes: int
     check_method: bool = False
+    metrics_path: str | None = None  # Prometheus scrape path, when enabled
 
 
 class RestApi:
@@ -69,6 +70,13 @@ class RestApi:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "")
+        if method == "GET" and path == self._options.metrics_path:
+            text = metrics.render()
+            start_response(
+                "200 OK",
+                [("Content-Type", metrics.CONTENT_TYPE), ("Content-Length", str(len(text)))],
+            )
+            return [text]
         try:
             status, body = self._dispatch(method, path, environ)
         except _TooLarge as err:  # HTTP's own status; no canonical code says "too large"
@@ -138,6 +146,10 @@ class RestApi:
         return _to_json(responses.status_response(statuses))
 
     def _post(self, suffix: str, args: dict[str, Any], body: Any) -> Any:
+        with metrics.request(args["name"], suffix[1:], "REST"):
+            return self._run(suffix, args, body)
+
+    def _run(self, suffix: str, args: dict[str, Any], body: Any) -> Any:
         if suffix == ":predict":
             request = rest_json.parse_predict_body(body)
             selector = inference.ModelSelector(**args, signature_name=request.signature_name)

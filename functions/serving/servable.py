@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import numpy.typing as npt
 
-from functions.serving import saved_model, tensors
+from functions.serving import metrics, saved_model, tensors
 from loader.errors import (
     Code,
     FailedPrecondition,
@@ -118,8 +118,10 @@ class Servable:
         signature: Signature,
         inputs: Mapping[str, npt.NDArray[Any]],
         output_filter: Iterable[str] = (),
+        api: str = "Predict",
     ) -> dict[str, npt.NDArray[Any]]:
-        """Runs ``signature``; returns the outputs named in ``output_filter`` (all if empty)."""
+        """Runs ``signature``; returns the outputs named in ``output_filter`` (all if empty).
+        ``api`` labels the runtime latency metric."""
         self.check_input_names(signature, inputs.keys())
         _check_tensors(signature, inputs)
         wanted = _check_output_filter(signature, output_filter)
@@ -127,7 +129,9 @@ class Servable:
 
         try:
             # Converting first is ~30us faster than letting the function bind numpy.
-            result = signature({k: tf.constant(v) for k, v in inputs.items()})
+            tensors_in = {k: tf.constant(v) for k, v in inputs.items()}
+            with metrics.runtime(self.version_id.model, api):
+                result = signature(tensors_in)
         except tf.errors.OpError as err:
             raise error_for_code(Code(err.error_code), tf_error_message(err.message)) from err
         except UnicodeDecodeError as err:  # TF failed to format its own error about the input

@@ -127,6 +127,7 @@ def _serve(o: ServerOptions, specs: Sequence[ModelSpec]) -> int:
     if o.enable_grpc_healthcheck_service:
         health.add_to(server)
     try:
+        metrics_path = _metrics_path(o)
         addresses = _bind(server, o)
     except (RuntimeError, RollwayError) as err:
         log.error("Failed to start server. Error: %s", err)
@@ -135,7 +136,11 @@ def _serve(o: ServerOptions, specs: Sequence[ModelSpec]) -> int:
     server.start()
     for address in addresses:
         log.info("Running gRPC ModelServer at %s ...", address)
-    rest = _start_rest(o, core) if o.rest_api_port else None
+    rest = _start_rest(o, core, metrics_path) if o.rest_api_port else None
+    if metrics_path:
+        log.info(
+            "Prometheus metrics at http://%s:%d%s", o.bind_address, o.rest_api_port, metrics_path
+        )
 
     stop = threading.Event()
     starting = True
@@ -196,7 +201,28 @@ def _server_credentials(path: str) -> grpc.ServerCredentials:
     )
 
 
-def _start_rest(o: ServerOptions, core: ServingCore) -> Any:
+def _metrics_path(o: ServerOptions) -> str | None:
+    """The Prometheus scrape path from --monitoring_config_file, if enabled."""
+    if not o.monitoring_config_file:
+        return None
+    from functions.serving.config_messages import MonitoringConfig, read_text_proto
+    from functions.serving.metrics import DEFAULT_PATH
+
+    config = read_text_proto(o.monitoring_config_file, MonitoringConfig).prometheus_config
+    if not config.enable:
+        return None
+    if not o.rest_api_port:
+        raise ConfigError(
+            f"{o.monitoring_config_file} enables Prometheus, whose metrics are served on the "
+            "REST port: set --rest_api_port"
+        )
+    path = str(config.path or DEFAULT_PATH)
+    if not path.startswith("/"):
+        raise ConfigError(f"{o.monitoring_config_file}: prometheus_config.path must start with /")
+    return path
+
+
+def _start_rest(o: ServerOptions, core: ServingCore, metrics_path: str | None) -> Any:
     from functions.serving.rest_api import RestApi, RestOptions, serve_rest
 
     app = RestApi(
@@ -205,6 +231,7 @@ def _start_rest(o: ServerOptions, core: ServingCore) -> Any:
             timeout_seconds=o.rest_api_timeout_in_ms / 1000.0,
             max_request_bytes=o.rest_api_max_request_bytes,
             check_method=o.enable_signature_method_name_check,
+            metrics_path=metrics_path,
         ),
         workers=o.rest_api_num_threads,
     )

@@ -408,7 +408,6 @@ def test_later_flags_exist() -> None:
         "enable_batching",
         "batching_parameters_file",
         "enable_per_model_batching_parameters",
-        "monitoring_config_file",
         "use_alts_credentials",
         "platform_config_file",
         "tensorflow_session_config_file",
