@@ -1,11 +1,12 @@
 """Message classes for TF Serving config files whose classes
 ``tensorflow-serving-api`` does not ship (its wheel has ModelServerConfig but
-not SSLConfig or MonitoringConfig).
+not SSLConfig, MonitoringConfig or BatchingParameters).
 
 Users keep their files, so the text format must be TF Serving's: the
 descriptor below declares the same package, message and field names and
 numbers as ``tensorflow_serving/config/ssl_config.proto`` and
-``monitoring_config.proto``. It is built at run
+``monitoring_config.proto``, and ``BatchingParameters`` from
+``session_bundle_config.proto``. It is built at run
 time in a private descriptor pool, so nothing is generated or vendored, and it
 can never clash with a class a future ``tensorflow-serving-api`` ships.
 """
@@ -15,13 +16,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+    text_format,
+    wrappers_pb2,
+)
 
 from loader.errors import ConfigError
 
 _STRING = descriptor_pb2.FieldDescriptorProto.TYPE_STRING
 _BOOL = descriptor_pb2.FieldDescriptorProto.TYPE_BOOL
 _MESSAGE = descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE
+_INT64 = descriptor_pb2.FieldDescriptorProto.TYPE_INT64
 
 
 def _build_pool() -> descriptor_pool.DescriptorPool:
@@ -45,7 +53,24 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
         name="prometheus_config", number=1, type=_MESSAGE, label=1,
         type_name=".tensorflow.serving.PrometheusConfig",
     )  # fmt: skip
+    batching = file.message_type.add(name="BatchingParameters")
+    for number, (name, wrapper) in enumerate(
+        (("max_batch_size", "Int64Value"), ("batch_timeout_micros", "Int64Value"),
+         ("max_enqueued_batches", "Int64Value"), ("num_batch_threads", "Int64Value"),
+         ("thread_pool_name", "StringValue")),
+        start=1,
+    ):  # fmt: skip
+        batching.field.add(
+            name=name, number=number, type=_MESSAGE, label=1,
+            type_name=f".google.protobuf.{wrapper}",
+        )  # fmt: skip
+    batching.field.add(name="allowed_batch_sizes", number=6, type=_INT64, label=3)
+    batching.field.add(name="pad_variable_length_inputs", number=7, type=_BOOL, label=1)
+    file.dependency.append(wrappers_pb2.DESCRIPTOR.name)
+    wrappers = descriptor_pb2.FileDescriptorProto()
+    wrappers_pb2.DESCRIPTOR.CopyToProto(wrappers)
     pool = descriptor_pool.DescriptorPool()
+    pool.Add(wrappers)
     pool.Add(file)
     return pool
 
@@ -61,6 +86,7 @@ def _message(name: str) -> Any:
 
 SSLConfig: Any = _message("SSLConfig")
 MonitoringConfig: Any = _message("MonitoringConfig")
+BatchingParameters: Any = _message("BatchingParameters")
 
 
 def read_text_proto(path: str, message_class: Any) -> Any:

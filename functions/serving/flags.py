@@ -154,7 +154,8 @@ class ServerOptions:
     )
     # features of later releases
     enable_batching: bool = _flag(
-        False, "Batch requests server-side.", "later", "request batching is not supported yet"
+        False,
+        "Batch concurrent requests server-side (same model version, signature and inner shapes), as TF Serving's BatchingSession.",
     )
     enable_per_model_batching_parameters: bool = _flag(
         False,
@@ -164,9 +165,7 @@ class ServerOptions:
     )
     batching_parameters_file: str = _flag(
         "",
-        "A BatchingParameters text proto (needs --enable_batching).",
-        "later",
-        "request batching is not supported yet",
+        "A BatchingParameters text proto (max_batch_size, batch_timeout_micros, max_enqueued_batches, num_batch_threads, allowed_batch_sizes); needs --enable_batching.",
     )
     monitoring_config_file: str = _flag(
         "",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from functions.serving import example_inference, inference, metrics, saved_model, tensors
+from functions.serving.batching import BatchingOptions
 from functions.serving.proto_requests import selector_from_proto, tasks_from_proto
 from functions.serving.servable import Servable
 from loader.errors import Code, LoadError, RollwayError
@@ -33,6 +34,7 @@ def load_servable(
     warmup: bool,
     warmup_iterations: int,
     check_method: bool = False,
+    batching: BatchingOptions | None = None,
 ) -> Servable:
     """Loads and (optionally) warms up one version. Raises LoadError with the cause."""
     import tensorflow as tf
@@ -48,7 +50,7 @@ def load_servable(
         raise LoadError(
             f"loading SavedModel at {path} failed: {err}", Code.INVALID_ARGUMENT
         ) from err
-    servable = Servable(version_id, path, meta_graph, model)
+    servable = Servable(version_id, path, meta_graph, model, batching)
     loaded = time.monotonic()
     metrics.load_attempt_count.labels(str(path), "success").inc()
     metrics.load_latency.labels(str(path)).inc(metrics.microseconds(loaded - started))

@@ -17,6 +17,7 @@ from typing import Any, cast
 import numpy.typing as npt
 
 from functions.serving import metrics, saved_model, tensors
+from functions.serving.batching import Batcher, BatchingOptions
 from loader.errors import (
     Code,
     FailedPrecondition,
@@ -65,10 +66,18 @@ def _spec(tensor_info: Any, legacy: bool) -> TensorSpec:
 class Servable:
     """A loaded version. Immutable after construction; safe to share across threads."""
 
-    def __init__(self, version_id: VersionId, path: Path, meta_graph: Any, model: Any):
+    def __init__(
+        self,
+        version_id: VersionId,
+        path: Path,
+        meta_graph: Any,
+        model: Any,
+        batching: BatchingOptions | None = None,
+    ):
         from tensorflow_serving.apis import get_model_metadata_pb2
 
         self.version_id = version_id
+        self.batcher = Batcher(batching) if batching is not None else None
         self.path = path
         self.signature_defs = get_model_metadata_pb2.SignatureDefMap()
         for key, sig_def in meta_graph.signature_def.items():
@@ -125,6 +134,17 @@ class Servable:
         self.check_input_names(signature, inputs.keys())
         _check_tensors(signature, inputs)
         wanted = _check_output_filter(signature, output_filter)
+        if self.batcher is not None:
+            outputs = self.batcher.run(
+                signature.name, inputs, lambda batch: self._call(signature, batch, api)
+            )
+        else:
+            outputs = self._call(signature, inputs, api)
+        return {k: v for k, v in outputs.items() if k in wanted}
+
+    def _call(
+        self, signature: Signature, inputs: Mapping[str, npt.NDArray[Any]], api: str
+    ) -> dict[str, npt.NDArray[Any]]:
         import tensorflow as tf
 
         try:
@@ -141,7 +161,7 @@ class Servable:
             ) from err
         except (TypeError, ValueError) as err:
             raise InvalidArgument(f"signature {signature.name!r}: {err}") from err
-        return {k: v.numpy() for k, v in result.items() if k in wanted}
+        return {k: v.numpy() for k, v in result.items()}
 
 
 def _check_tensors(signature: Signature, inputs: Mapping[str, npt.NDArray[Any]]) -> None:

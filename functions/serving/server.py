@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 
 from functions.serving import flags, logs
+from functions.serving.batching import BatchingOptions
 from functions.serving.core import ServingCore
 from functions.serving.flags import ServerOptions
 from functions.serving.health import ModelHealth
@@ -85,7 +86,25 @@ def _configure_tensorflow(o: ServerOptions) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(inter)
 
 
+def _batching(o: ServerOptions) -> BatchingOptions | None:
+    """--enable_batching, with --batching_parameters_file or TF Serving's defaults."""
+    if not o.enable_batching:
+        return None
+    if not o.batching_parameters_file:
+        return BatchingOptions()
+    from functions.serving.config_messages import BatchingParameters, read_text_proto
+
+    return BatchingOptions.from_proto(
+        read_text_proto(o.batching_parameters_file, BatchingParameters)
+    )
+
+
 def _serve(o: ServerOptions, specs: Sequence[ModelSpec]) -> int:
+    try:
+        batching = _batching(o)
+    except RollwayError as err:
+        log.error("Failed to start server. Error: %s", err.message)
+        return 1
     _configure_tensorflow(o)
     from functions.serving.grpc_api import add_services  # imports TensorFlow
 
@@ -95,6 +114,7 @@ def _serve(o: ServerOptions, specs: Sequence[ModelSpec]) -> int:
         warmup=o.enable_model_warmup,
         warmup_iterations=o.num_request_iterations_for_warmup,
         check_method=o.enable_signature_method_name_check,
+        batching=batching,
     )
     health = ModelHealth(lambda: core.manager.is_ready())  # noqa: PLW0108 (core is bound below)
     core = ServingCore(

@@ -171,10 +171,10 @@ def test_relative_base_path_exits_non_zero(serve: ServerFactory) -> None:
             ],
             "You cannot configure all",
         ),
-        (["--enable_batching"], "--enable_batching is not supported yet"),
-        (["--enable_batching=true"], "--enable_batching is not supported yet"),
+        (["--use_alts_credentials"], "--use_alts_credentials is not supported yet"),
+        (["--prefer_tflite_model=true"], "--prefer_tflite_model is not supported yet"),
     ],
-    ids=["unknown-flag", "all-parallelism-flags", "enable-batching", "enable-batching-true"],
+    ids=["unknown-flag", "all-parallelism-flags", "alts", "tflite-true"],
 )
 def test_usage_errors_exit_2(serve: ServerFactory, args: list[str], expected: str) -> None:
     code, log = failed_start(serve, [f"--model_base_path={HALF_PLUS_TWO}", *args])
