@@ -127,14 +127,21 @@ def rest_sequential(port: int, model: str, x: np.ndarray, n: int) -> dict[str, f
     return summarize(latencies)
 
 
-def grpc_concurrent(address: str, payload: bytes, clients: int, seconds: float) -> dict[str, Any]:
-    """``clients`` processes hammer the server for ``seconds``, all starting together."""
+def grpc_concurrent(
+    address: str, payload: bytes, clients: int, seconds: float, threads_per_process: int = 1
+) -> dict[str, Any]:
+    """``clients`` concurrent callers (processes of ``threads_per_process`` threads,
+    each with its own channel) hammer the server for ``seconds``, starting together."""
     ctx = mp.get_context("spawn")
     ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     deadline = ctx.Value("d", 0.0)
+    processes = max(1, clients // threads_per_process)
     procs = [
-        ctx.Process(target=_client, args=(address, payload, ready, go, deadline, results))
-        for _ in range(clients)
+        ctx.Process(
+            target=_client,
+            args=(address, payload, ready, go, deadline, results, clients // processes),
+        )
+        for _ in range(processes)
     ]
     for p in procs:
         p.start()
@@ -156,27 +163,45 @@ def grpc_concurrent(address: str, payload: bytes, clients: int, seconds: float) 
     return summary
 
 
-def _client(address: str, payload: bytes, ready: Any, go: Any, deadline: Any, results: Any) -> None:
-    """One client process: Predict in a loop from ``go`` until ``deadline``."""
+def _client(
+    address: str, payload: bytes, ready: Any, go: Any, deadline: Any, results: Any, threads: int
+) -> None:
+    """One client process: ``threads`` callers Predict in a loop from ``go`` until ``deadline``."""
+    import threading
+
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     request = predict_pb2.PredictRequest.FromString(payload)
-    with grpc.insecure_channel(address) as channel:
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        for _ in range(20):
-            stub.Predict(request, timeout=30)
-        ready.put(True)
+    latencies: list[float] = []
+    errors = [0]
+
+    def loop(stub: Any) -> None:
         go.wait()
-        latencies, errors = [], 0
+        mine = []
         while time.time() < deadline.value:
             t0 = time.perf_counter()
             try:
                 stub.Predict(request, timeout=10)
-                latencies.append(time.perf_counter() - t0)
+                mine.append(time.perf_counter() - t0)
             except grpc.RpcError:
-                errors += 1
-    results.put((latencies, errors))
+                errors[0] += 1
+        latencies.extend(mine)
+
+    channels = [grpc.insecure_channel(address) for _ in range(threads)]
+    stubs = [prediction_service_pb2_grpc.PredictionServiceStub(c) for c in channels]
+    for stub in stubs:
+        for _ in range(5):
+            stub.Predict(request, timeout=30)
+    workers = [threading.Thread(target=loop, args=(stub,)) for stub in stubs]
+    for worker in workers:
+        worker.start()
+    ready.put(True)
+    for worker in workers:
+        worker.join()
+    for channel in channels:
+        channel.close()
+    results.put((latencies, errors[0]))
 
 
 @contextlib.contextmanager
