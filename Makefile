@@ -7,7 +7,7 @@ STAMP := $(VENV)/.rollway-installed
 # Must match the TensorFlow minor version pinned in pyproject.toml.
 TF_SERVING_API := tensorflow-serving-api==2.21.0
 
-.PHONY: venv demo test lint typecheck unit bench clean
+.PHONY: venv demo test lint typecheck unit bench protos clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,12 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m pip install --quiet --no-deps '$(TF_SERVING_API)'
 	touch $(STAMP)
+
+# Regenerates loader/schemas/ from protos/rollway/v1/*.proto. The generated
+# modules are committed; tests/unit/test_schemas.py fails when they are stale.
+PROTO_OUT := loader/schemas
+protos: $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) protos/rollway/v1/*.proto
 
 demo: $(STAMP)
 	$(PY) -m functions.demo

@@ -61,6 +61,20 @@ class FailedPrecondition(RollwayError):
     code = Code.FAILED_PRECONDITION
 
 
+class PermissionDenied(RollwayError):
+    code = Code.PERMISSION_DENIED
+
+
+class Unauthenticated(RollwayError):
+    code = Code.UNAUTHENTICATED
+
+
+class DataLoss(RollwayError):
+    """Stored bytes are not what they claim to be (corrupt, truncated)."""
+
+    code = Code.DATA_LOSS
+
+
 class ResourceExhausted(RollwayError):
     code = Code.RESOURCE_EXHAUSTED
 
@@ -102,6 +116,9 @@ _BY_CODE: dict[Code, type[RollwayError]] = {
         NotFound,
         AlreadyExists,
         FailedPrecondition,
+        PermissionDenied,
+        Unauthenticated,
+        DataLoss,
         ResourceExhausted,
         Unimplemented,
         DeadlineExceeded,

@@ -1,0 +1,43 @@
+"""The committed loader/schemas modules are exactly what protoc makes of protos/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from grpc_tools import protoc
+
+ROOT = Path(__file__).resolve().parents[2]
+PROTOS = ROOT / "protos"
+GENERATED = ROOT / "loader" / "schemas"
+
+
+def proto_files() -> list[Path]:
+    return sorted((PROTOS / "rollway" / "v1").glob("*.proto"))
+
+
+def test_there_are_schemas() -> None:
+    assert {p.name for p in proto_files()} >= {"manifest.proto", "events.proto"}
+
+
+@pytest.mark.parametrize("proto", proto_files(), ids=lambda p: p.name)
+def test_generated_modules_are_current(proto: Path, tmp_path: Path) -> None:
+    import grpc_tools
+
+    include = Path(grpc_tools.__file__).parent / "_proto"
+    rc = protoc.main(
+        [
+            "protoc",
+            f"-I{PROTOS}",
+            f"-I{include}",
+            f"--python_out={tmp_path}",
+            f"--pyi_out={tmp_path}",
+            str(proto),
+        ]
+    )
+    assert rc == 0
+    rel = proto.relative_to(PROTOS).with_suffix("")
+    for suffix in ("_pb2.py", "_pb2.pyi"):
+        fresh = (tmp_path / f"{rel}{suffix}").read_text()
+        committed = (GENERATED / f"{rel}{suffix}").read_text()
+        assert committed == fresh, f"{rel}{suffix} is stale: run `make protos`"
