@@ -1,7 +1,7 @@
 """Storage backends, dispatched by URI scheme through one registry.
 
 ``open_storage(uri)`` returns a ``Storage`` rooted at ``uri``. Each backend is
-one module exposing ``open(uri: str) -> Storage``; modules are imported on
+one module exposing ``from_uri(uri: str) -> Storage``; modules are imported on
 first use, so a server that only reads local disk never imports boto3 or
 pyarrow's HDFS bindings. Adding a backend is one line in ``BACKENDS``.
 """
@@ -52,5 +52,5 @@ def open_storage(uri: str) -> Storage:
             f" use a local path or one of {known}"
         )
     module = importlib.import_module(module_name)
-    storage: Storage = module.open(uri)
+    storage: Storage = module.from_uri(uri)
     return storage
