@@ -15,8 +15,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf
 
 
-def export_affine(base: Path, version: int, scale: float = 1.0, offset: float = 0.0) -> Path:
-    """y = scale * x + offset, x float32 [None, 1]; signature serving_default (x -> y).
+def export_affine(
+    base: Path,
+    version: int,
+    scale: float = 1.0,
+    offset: float = 0.0,
+    shape: tuple[int | None, ...] = (None, 1),
+) -> Path:
+    """y = scale * x + offset, x float32 ``shape``; signature serving_default (x -> y).
 
     Different (scale, offset) per version make it visible which version served.
     """
@@ -27,7 +33,7 @@ def export_affine(base: Path, version: int, scale: float = 1.0, offset: float = 
             self.scale = tf.Variable(scale, dtype=tf.float32)
             self.offset = tf.Variable(offset, dtype=tf.float32)
 
-        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])  # type: ignore[misc]
+        @tf.function(input_signature=[tf.TensorSpec(list(shape), tf.float32, name="x")])  # type: ignore[misc]
         def serve(self, x: Any) -> dict[str, Any]:
             return {"y": x * self.scale + self.offset}
 

@@ -5,9 +5,17 @@ and inner shapes are concatenated along dimension 0, run once, and split back.
 Contract: batching never changes a result. Only requests whose inputs agree on
 every dimension but the first are merged (the key below), a batch is padded
 up to the next ``allowed_batch_sizes`` entry by repeating its first row, and
-each caller gets exactly its own rows back. A full queue answers UNAVAILABLE,
-as TF Serving does. Workers are started on demand and leave when idle, so a
-version that is unloaded takes its queues with it.
+each caller gets exactly its own rows back.
+
+With ``pad_variable_length_inputs`` (TF Serving's ``batching_util``), requests
+that differ in inner dimensions share a queue too: each input is padded at the
+end of every dimension but the first, up to the batch's largest size, with its
+own first element, and outputs come back at the padded size (TF Serving does
+not unpad either). Only ranks 1 to 6 can be padded, as in TF's PadOp.
+
+A full queue answers UNAVAILABLE, as TF Serving does. Workers are started on
+demand and leave when idle, so a version that is unloaded takes its queues with
+it.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from functions.serving import metrics
 from loader.errors import ConfigError, InvalidArgument, RollwayError, Unavailable
 
 Arrays = dict[str, npt.NDArray[Any]]
@@ -40,6 +49,7 @@ class BatchingOptions:
     max_enqueued_batches: int = 100
     num_batch_threads: int = os.cpu_count() or 1
     allowed_batch_sizes: tuple[int, ...] = ()
+    pad_variable_length_inputs: bool = False
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.max_enqueued_batches < 1 or self.num_batch_threads < 1:
@@ -58,14 +68,13 @@ class BatchingOptions:
         def value(name: str, default: Any) -> Any:
             return getattr(params, name).value if params.HasField(name) else default
 
-        if params.pad_variable_length_inputs:
-            raise ConfigError("batching: pad_variable_length_inputs is not supported yet")
         return cls(
             max_batch_size=int(value("max_batch_size", cls.max_batch_size)),
             batch_timeout_seconds=int(value("batch_timeout_micros", 0)) / 1e6,
             max_enqueued_batches=int(value("max_enqueued_batches", cls.max_enqueued_batches)),
             num_batch_threads=int(value("num_batch_threads", os.cpu_count() or 1)),
             allowed_batch_sizes=tuple(int(s) for s in params.allowed_batch_sizes),
+            pad_variable_length_inputs=bool(params.pad_variable_length_inputs),
         )
 
 
@@ -125,6 +134,10 @@ class _Queue:
                 batch.append(task)
                 rows += task.rows
             self._rows -= rows
+            now = time.monotonic()
+            queuing = metrics.batching_queuing_latency.labels(metrics.BATCH_THREAD_POOL)
+            for task in batch:
+                queuing.observe(metrics.microseconds(now - task.enqueued))
             return batch
 
     def _work(self) -> None:
@@ -136,14 +149,16 @@ class _Queue:
         total = sum(t.rows for t in batch)
         size = self._padded_size(total)
         try:
-            merged = {
-                name: np.concatenate([t.inputs[name] for t in batch]) for name in batch[0].inputs
-            }
+            inputs = [t.inputs for t in batch]
+            if self._options.pad_variable_length_inputs:
+                inputs = pad_to_common_shape(inputs)
+            merged = {name: np.concatenate([i[name] for i in inputs]) for name in inputs[0]}
             if size > total:
                 merged = {
                     k: np.concatenate([v, np.repeat(v[:1], size - total, axis=0)])
                     for k, v in merged.items()
                 }
+            metrics.batching_wrapped_run_count.inc()
             outputs = self._run(merged)
             for name, value in outputs.items():
                 if value.ndim == 0 or value.shape[0] != size:
@@ -188,7 +203,12 @@ class Batcher:
             raise InvalidArgument(
                 f"Task size {rows} is larger than maximum batch size {self.options.max_batch_size}"
             )
-        key = (signature_name, *((k, v.dtype.str, v.shape[1:]) for k, v in sorted(inputs.items())))
+        # With padding, inner sizes may differ within a batch; the rank may not.
+        pad = self.options.pad_variable_length_inputs
+        key = (
+            signature_name,
+            *((k, v.dtype.str, v.ndim if pad else v.shape[1:]) for k, v in sorted(inputs.items())),
+        )
         with self._lock:
             queue = self._queues.get(key)
             if queue is None:
@@ -215,3 +235,28 @@ def _batch_rows(inputs: Mapping[str, npt.NDArray[Any]]) -> int:
     if len(sizes) != 1:
         raise InvalidArgument("Batching Run() input tensors must have equal 0th-dimension size")
     return int(sizes.pop())
+
+
+MAX_PAD_RANK = 6
+
+
+def pad_to_common_shape(tasks: list[Arrays]) -> list[Arrays]:
+    """TF Serving's AddPadding: pads each task's inputs at the end of every
+    dimension but the first, up to the largest size in the batch, with the
+    tensor's own first element. Pure; inputs are not modified."""
+    padded: list[Arrays] = [{} for _ in tasks]
+    for name in tasks[0]:
+        values = [task[name] for task in tasks]
+        target = np.max([v.shape for v in values], axis=0)
+        for out, value in zip(padded, values, strict=True):
+            inner = zip(target[1:], value.shape[1:], strict=True)
+            missing = [(0, 0)] + [(0, int(t - s)) for t, s in inner]
+            if not any(after for _, after in missing):
+                out[name] = value
+                continue
+            if value.ndim > MAX_PAD_RANK:
+                raise InvalidArgument("Only tensors with rank from 1 to 6 can be padded.")
+            if value.size == 0:
+                raise InvalidArgument("Got empty tensor in batch of non-empty tensors.")
+            out[name] = np.pad(value, missing, constant_values=value.flat[0])
+    return padded

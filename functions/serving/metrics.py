@@ -7,8 +7,9 @@ keep working: names are TF's paths with ``/`` turned into ``:``
 and only ``# TYPE`` lines are written. Latencies are in microseconds, with
 TF's exponential buckets (10 * 1.8^i, 33 of them).
 
-rollway adds ``:rollway:serving:model_version_state``, a gauge of each
-version's ModelVersionStatus.State number (TF Serving exports none).
+With ``--enable_batching`` the BatchingSession's queueing histogram and run
+counter are exported as well. rollway adds ``:rollway:serving:model_version_state``,
+a gauge of each version's ModelVersionStatus.State number (TF Serving exports none).
 """
 
 from __future__ import annotations
@@ -59,6 +60,19 @@ load_latency = Counter(
     ":tensorflow:cc:saved_model:load_latency",
     "Latency in microseconds for SavedModels that were successfully loaded.",
     ["model_path"], registry=REGISTRY,
+)  # fmt: skip
+# TF Serving's BatchingSession metrics: queueing time per task (its buckets:
+# 100 * 1.2^i us, 52 of them, ~1 s) and one count per batched TF call.
+QUEUING_BUCKETS_US = tuple(100 * 1.2**i for i in range(52))
+BATCH_THREAD_POOL = "batch_threads"  # TF Serving's name for its shared batch scheduler pool
+batching_queuing_latency = Histogram(
+    ":tensorflow:serving:batching_session:queuing_latency",
+    "Distribution of wall time spent (in microseconds) in queuing",
+    ["thread_pool_name"], buckets=QUEUING_BUCKETS_US, registry=REGISTRY,
+)  # fmt: skip
+batching_wrapped_run_count = Counter(
+    ":tensorflow:serving:batching_session:wrapped_run_count",
+    "Total count of run calls on the wrapped session", registry=REGISTRY,
 )  # fmt: skip
 version_state = Gauge(
     ":rollway:serving:model_version_state",

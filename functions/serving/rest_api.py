@@ -8,6 +8,10 @@ Routes, JSON formats and HTTP statuses are TF Serving's:
   ``...:classify`` and ``...:regress`` (``examples`` and ``context``).
 
 Errors are ``{"error": "<message>"}`` with the status from ``http_status``.
+With ``--rest_api_enable_cors_support`` every API response carries
+TF Serving's CORS headers (any origin; POST and GET; Content-Type), and a
+preflight ``OPTIONS`` on an API path answers 200 with them and no body.
+
 ``GET /v1/ready`` is rollway's: 200 only when every configured model has an
 AVAILABLE version (TF Serving's status route answers 200 either way), for
 Kubernetes and Knative probes.
@@ -53,6 +57,14 @@ class RestOptions:
     max_request_bytes: int
     check_method: bool = False
     metrics_path: str | None = None  # Prometheus scrape path, when enabled
+    cors: bool = False
+
+
+CORS_HEADERS = [
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Allow-Methods", "POST, GET"),
+    ("Access-Control-Allow-Headers", "Content-Type"),
+]
 
 
 class RestApi:
@@ -70,6 +82,10 @@ class RestApi:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "")
+        cors = CORS_HEADERS if self._options.cors else []
+        if cors and method == "OPTIONS" and (path == READY_PATH or _ROUTE.fullmatch(path)):
+            start_response("200 OK", [*cors, ("Content-Length", "0")])
+            return [b""]
         if method == "GET" and path == self._options.metrics_path:
             text = metrics.render()
             start_response(
@@ -89,7 +105,7 @@ class RestApi:
         payload = rest_json.dumps(body)
         start_response(
             f"{status} {_reason(status)}",
-            [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
+            [*cors, ("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
         )
         return [payload]
 

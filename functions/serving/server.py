@@ -252,6 +252,7 @@ def _start_rest(o: ServerOptions, core: ServingCore, metrics_path: str | None) -
             max_request_bytes=o.rest_api_max_request_bytes,
             check_method=o.enable_signature_method_name_check,
             metrics_path=metrics_path,
+            cors=o.rest_api_enable_cors_support,
         ),
         workers=o.rest_api_num_threads,
     )

@@ -223,3 +223,40 @@ def test_timeout_gives_504(serve: ServerFactory, tmp_path: Path) -> None:
     status, reply = Http(port).post("/v1/models/mlp:predict", {"inputs": batch})
     assert status == 504
     assert "timed out" in reply["error"]
+
+
+def headers_of(method: str, url: str, body: bytes | None = None) -> tuple[int, dict[str, str]]:
+    request = urllib.request.Request(url, data=body, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as reply:
+            return reply.status, dict(reply.headers.items())
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers.items())
+
+
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, GET",
+    "Access-Control-Allow-Headers": "Content-Type",
+}
+
+
+def test_cors_headers_only_when_enabled(serve: ServerFactory, http: Http) -> None:
+    _, plain = headers_of("GET", http.base + "/v1/models/hp2")
+    assert not set(CORS) & set(plain)
+
+    port = free_port()
+    serve([f"--model_base_path={HALF_PLUS_TWO}", "--model_name=hp2",
+           f"--rest_api_port={port}", "--rest_api_enable_cors_support=true"])  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    status, preflight = headers_of("OPTIONS", base + "/v1/models/hp2:predict")
+    assert status == 200
+    assert CORS.items() <= preflight.items()
+    status, predicted = headers_of(
+        "POST", base + "/v1/models/hp2:predict", json.dumps({"instances": [[1.0]]}).encode()
+    )
+    assert status == 200
+    assert CORS.items() <= predicted.items()
+    status, failed = headers_of("GET", base + "/v1/models/nope")
+    assert status == 404  # errors carry the headers too, so browsers can read them
+    assert CORS.items() <= failed.items()

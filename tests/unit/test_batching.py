@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from functions.serving.batching import Batcher, BatchingOptions
+from functions.serving.batching import Batcher, BatchingOptions, pad_to_common_shape
 from functions.serving.config_messages import BatchingParameters, read_text_proto
 from loader.errors import ConfigError, InvalidArgument, Unavailable
 
@@ -133,3 +133,45 @@ def test_tf_servings_batching_config_loads() -> None:
         max_batch_size=128, batch_timeout_seconds=0.0, max_enqueued_batches=1000000,
         num_batch_threads=8,
     )  # fmt: skip
+
+
+def test_padding_follows_tf_servings_batching_util() -> None:
+    """Pads at the end of each inner dimension with the tensor's first element."""
+    a = np.array([[[1, 2]]], np.int32)  # (1, 1, 2)
+    b = np.array([[[7], [8], [9]]], np.int32)  # (1, 3, 1)
+    pa, pb = pad_to_common_shape([{"x": a}, {"x": b}])
+    np.testing.assert_array_equal(pa["x"], [[[1, 2], [1, 1], [1, 1]]])
+    np.testing.assert_array_equal(pb["x"], [[[7, 7], [8, 7], [9, 7]]])
+    assert pa["x"].shape == pb["x"].shape == (1, 3, 2)
+
+
+def test_padding_leaves_equal_shapes_alone_and_refuses_what_tf_refuses() -> None:
+    same = np.ones((2, 3))
+    (out,) = pad_to_common_shape([{"x": same}])
+    assert out["x"] is same
+    with pytest.raises(InvalidArgument, match="empty tensor in batch of non-empty"):
+        pad_to_common_shape([{"x": np.ones((1, 0))}, {"x": np.ones((1, 2))}])
+    rank7 = (1, 1, 1, 1, 1, 1)
+    with pytest.raises(InvalidArgument, match="rank from 1 to 6"):
+        pad_to_common_shape([{"x": np.ones((1, *rank7))}, {"x": np.ones((1, 2, *rank7[1:]))}])
+
+
+def test_variable_length_requests_share_a_batch_when_padding_is_on() -> None:
+    batcher = Batcher(
+        BatchingOptions(
+            max_batch_size=16, batch_timeout_seconds=0.3, pad_variable_length_inputs=True
+        )
+    )
+    run = Recorder()
+    arrays = [np.full((1, n), float(n), np.float32) for n in (1, 2, 3, 4)]
+    results = run_concurrently(batcher, run, arrays)
+    assert run.batch_sizes == [4]  # one TF call for all four
+    for array, result in zip(arrays, results, strict=True):
+        assert result["y"].shape == (1, 4)  # outputs stay padded, as in TF Serving
+        np.testing.assert_array_equal(result["y"][:, : array.shape[1]], array * 2.0)
+
+
+def test_pad_variable_length_inputs_is_read_from_the_file() -> None:
+    params = BatchingParameters()
+    params.pad_variable_length_inputs = True
+    assert BatchingOptions.from_proto(params).pad_variable_length_inputs

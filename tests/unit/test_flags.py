@@ -404,7 +404,6 @@ def _non_default(f: dataclasses.Field[Any]) -> str:
 def test_later_flags_exist() -> None:
     names = {f.name for f in LATER}
     assert {
-        "rest_api_enable_cors_support",
         "enable_per_model_batching_parameters",
         "use_alts_credentials",
         "platform_config_file",
