@@ -71,7 +71,8 @@ class ServerOptions:
         256 * 2**20, "rollway only: larger REST request bodies get 413."
     )
     rest_api_enable_cors_support: bool = _flag(
-        False, "Enables CORS headers in REST API responses (any origin; OPTIONS preflight answered)."
+        False,
+        "Enables CORS headers in REST API responses (any origin; OPTIONS preflight answered).",
     )
     # models
     model_name: str = _flag("default", "Name of the model (ignored if --model_config_file is set).")
