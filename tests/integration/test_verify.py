@@ -1,8 +1,8 @@
 """loader/verify.py and `rollway verify` on real SavedModels written through a real Storage.
 
-The store is behind ONE fixture, ``backend``: each test writes and damages
-versions only through its ``Storage``, so the same cases run on every backend
-the fixture is parametrized over (local disk; S3 too once conftest has ``s3_root``).
+The store is behind ONE fixture, ``backend`` (tests/stores.py): each test writes
+and damages versions only through its ``Storage``, so the same cases run on
+local disk and on S3 (real SeaweedFS).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -27,46 +26,11 @@ from loader.progress import Progress
 from loader.schemas.rollway.v1 import manifest_pb2
 from loader.storage import ObjectInfo, Storage, open_storage
 from loader.verify import METHOD_LEGACY, ProblemKind, Verdict, verify_version
-from tests import conftest
 from tests.conftest import HALF_PLUS_TWO, REPO
+from tests.stores import Backend
 
 K = ProblemKind
-BACKENDS = ["local", *(["s3"] if hasattr(conftest, "s3_root") else [])]
 SHARD_1 = "variables/variables.data-00001-of-00003"
-
-
-@dataclass
-class Backend:
-    """A model repository root on one kind of store."""
-
-    storage: Storage
-    uri: str  # what `rollway verify` is given for the root
-    env: dict[str, str] = field(default_factory=dict)  # what the CLI needs to reach it
-
-    def version_uri(self, prefix: str) -> str:
-        return f"{self.uri.rstrip('/')}/{prefix}"
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    if request.param == "local":
-        root = tmp_path / "store"
-        root.mkdir()
-        yield Backend(open_storage(str(root)), str(root))
-        return
-    s3: Any = request.getfixturevalue("s3_root")  # a URI, or an object that has one
-    uri = s3 if isinstance(s3, str) else s3.uri
-    env = {} if isinstance(s3, str) else dict(getattr(s3, "env", {}))
-    old = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
-        yield Backend(open_storage(uri), uri, env)
-    finally:
-        for name, value in old.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 @pytest.fixture(scope="module")

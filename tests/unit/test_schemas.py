@@ -17,7 +17,7 @@ def proto_files() -> list[Path]:
 
 
 def test_there_are_schemas() -> None:
-    assert {p.name for p in proto_files()} >= {"manifest.proto", "events.proto"}
+    assert {p.name for p in proto_files()} >= {"manifest.proto", "events.proto", "assignment.proto"}
 
 
 @pytest.mark.parametrize("proto", proto_files(), ids=lambda p: p.name)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rollway/v1/events.proto\x12\nrollway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x01\n\x0eModelPublished\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x13\n\x0bversion_uri\x18\x03 \x01(\t\x12\x17\n\x0fmanifest_sha256\x18\x04 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x03\x12\x12\n\nfile_count\x18\x06 \x01(\x05\x12\x30\n\x0cpublished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpublisher\x18\x08 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17rollway/v1/events.proto\x12\nrollway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x01\n\x0eModelPublished\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x13\n\x0bversion_uri\x18\x03 \x01(\t\x12\x17\n\x0fmanifest_sha256\x18\x04 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x03\x12\x12\n\nfile_count\x18\x06 \x01(\x05\x12\x30\n\x0cpublished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpublisher\x18\x08 \x01(\t\"\xc4\x01\n\rVersionStaged\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x13\n\x0bversion_uri\x18\x03 \x01(\t\x12\x12\n\nsource_uri\x18\x04 \x01(\t\x12\x17\n\x0fmanifest_sha256\x18\x05 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x06 \x01(\x03\x12-\n\tstaged_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x63\x61use\x18\x08 \x01(\t\"\xe5\x01\n\x0fVersionRejected\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x13\n\x0bversion_uri\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07verdict\x18\x05 \x01(\t\x12%\n\x08problems\x18\x06 \x03(\x0b\x32\x13.rollway.v1.Problem\x12/\n\x0brejected_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x63\x61use\x18\x08 \x01(\t\x12\x15\n\rsource_record\x18\t \x01(\t\"5\n\x07Problem\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,4 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODELPUBLISHED']._serialized_start=73
   _globals['_MODELPUBLISHED']._serialized_end=277
+  _globals['_VERSIONSTAGED']._serialized_start=280
+  _globals['_VERSIONSTAGED']._serialized_end=476
+  _globals['_VERSIONREJECTED']._serialized_start=479
+  _globals['_VERSIONREJECTED']._serialized_end=708
+  _globals['_PROBLEM']._serialized_start=710
+  _globals['_PROBLEM']._serialized_end=763
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,306 @@
+"""HDFS backend: ``hdfs://namenode:port/path`` through pyarrow's HadoopFileSystem.
+
+pyarrow talks to HDFS through libhdfs, a JNI library that starts a JVM inside
+this process. Setup, on every machine that opens an hdfs:// URI:
+
+- ``JAVA_HOME``: a JDK or JRE; libjvm.so is looked up under it.
+- ``HADOOP_HOME``: a Hadoop install. libhdfs.so is loaded from
+  ``$HADOOP_HOME/lib/native``, or from ``ARROW_LIBHDFS_DIR`` when that is set.
+- ``CLASSPATH=$(hadoop classpath --glob)``: the Hadoop jars and the cluster's
+  configuration directory (core-site.xml, hdfs-site.xml). libhdfs does not
+  expand the wildcards of a plain ``hadoop classpath``, hence ``--glob``.
+- Simple authentication: the user is ``HADOOP_USER_NAME``.
+- Kerberos: run ``kinit`` first. The ticket cache named by ``KRB5CCNAME`` (a
+  path, or ``FILE:path``) is passed to libhdfs as ``kerb_ticket``.
+- An HA nameservice is ``hdfs://nameservice/path`` (no port): hdfs-site.xml on
+  CLASSPATH resolves it.
+If the JVM or libhdfs cannot be loaded, opening the URI raises ``Unavailable``
+with this checklist.
+
+Guarantees, within what libhdfs offers:
+- ``write`` streams to a hidden temporary file next to the target, then renames
+  it into place: readers never see a partial file. Replacing an existing file
+  is NOT atomic: libhdfs has only the old rename, which refuses to overwrite, so
+  pyarrow deletes the target and renames again, and for that instant the key
+  is absent (NotFound). rollway never replaces a file that readers depend on.
+- ``create_if_absent`` is exclusive between rollway processes. libhdfs always
+  opens for writing with overwrite=true, and pyarrow's move clobbers files, so
+  creators serialise on a lock directory ``.<name>.rollway-lock`` taken by
+  renaming a fresh directory onto it (atomic on the NameNode: exactly one
+  rename creates it). The holder checks that the key is absent, renames its
+  temporary file into place and removes the lock. A process killed while it
+  holds the lock (a window of a few NameNode calls) leaves it behind: later
+  creators of that key wait LOCK_WAIT_S, then fail with Unavailable naming the
+  lock to delete. A plain ``write`` does not take the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+import posixpath
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any, BinaryIO, cast
+from urllib.parse import unquote, urlsplit
+
+from loader.errors import InvalidArgument, NotFound, PermissionDenied, RollwayError, Unavailable
+from loader.storage.base import CHUNK_BYTES, ObjectInfo, Storage, check_key, redact
+
+_TMP_MARK = ".rollway-tmp-"
+_LOCK_MARK = ".rollway-lock"
+LOCK_WAIT_S = 30.0
+SETUP = (
+    "libhdfs needs JAVA_HOME, HADOOP_HOME (or ARROW_LIBHDFS_DIR, the folder of"
+    " libhdfs.so) and CLASSPATH=$(hadoop classpath --glob)"
+)
+
+
+def from_uri(uri: str) -> HdfsStorage:
+    from pyarrow import fs as pafs
+
+    parts = urlsplit(uri)
+    if not parts.hostname:
+        raise InvalidArgument(f"{redact(uri)!r} is not an hdfs://namenode[:port]/path URI")
+    ticket = os.environ.get("KRB5CCNAME", "").removeprefix("FILE:") or None
+    try:
+        hdfs = pafs.HadoopFileSystem(
+            parts.hostname,
+            parts.port or 0,
+            user=os.environ.get("HADOOP_USER_NAME") or None,
+            kerb_ticket=ticket,
+        )
+    except OSError as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise Unavailable(f"cannot open {redact(uri)}: {reason}; {SETUP}") from None
+    return HdfsStorage(hdfs, unquote(parts.path) or "/", redact(uri))
+
+
+def map_error(err: Exception, uri: str) -> RollwayError:
+    """pyarrow reports HDFS failures as OSErrors carrying the Java exception's errno."""
+    code = getattr(err, "errno", None)
+    if isinstance(err, FileNotFoundError) or code == errno.ENOENT:
+        return NotFound(f"{uri} does not exist")
+    if isinstance(err, PermissionError) or code in (errno.EACCES, errno.EPERM):
+        return PermissionDenied(
+            f"HDFS denied access to {uri}; check HADOOP_USER_NAME or the Kerberos ticket"
+        )
+    if isinstance(err, RollwayError):
+        return err
+    detail = (str(err).splitlines() or [type(err).__name__])[0][:200]
+    return Unavailable(f"HDFS failed on {uri}: {detail}")
+
+
+class _RangeReader(io.RawIOBase):
+    """At most ``remaining`` bytes (all, if None) of a pyarrow file, errors mapped."""
+
+    def __init__(self, file: Any, remaining: int | None, uri: str) -> None:
+        self._file = file
+        self._remaining = remaining
+        self._uri = uri
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = None if size is None or size < 0 else size
+        if self._remaining is not None:
+            want = self._remaining if want is None else min(want, self._remaining)
+        try:
+            data: bytes = self._file.read(want)
+        except OSError as err:
+            raise map_error(err, self._uri) from None
+        if self._remaining is not None:
+            self._remaining -= len(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+class HdfsStorage(Storage):
+    """Files under ``root`` of a pyarrow FileSystem (HadoopFileSystem in production)."""
+
+    def __init__(self, fs: Any, root: str, uri: str) -> None:
+        self._fs = fs
+        self.root = "/" + root.strip("/")
+        self.uri = uri.rstrip("/")
+
+    def _path(self, key: str) -> str:
+        if not key or key.endswith("/"):
+            raise InvalidArgument(f"storage key {key!r} must name a file")
+        return posixpath.join(self.root, check_key(key))
+
+    def _file_info(self, path: str) -> Any | None:
+        """The FileInfo of an existing path, else None. pyarrow's HDFS stat turns
+        every failure (an unreachable NameNode too) into NotFound, so a miss is
+        confirmed by listing the parent, which raises the real error."""
+        from pyarrow import fs as pafs
+
+        info = self._fs.get_file_info(path)
+        if info.type != pafs.FileType.NotFound:
+            return info
+        self._fs.get_file_info(pafs.FileSelector(posixpath.dirname(path)))
+        return None
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        from pyarrow import fs as pafs
+
+        check_key(prefix)
+        directory = self.root
+        if "/" in prefix:
+            directory = posixpath.join(self.root, prefix.rsplit("/", 1)[0])
+        selector = pafs.FileSelector(directory, recursive=True, allow_not_found=True)
+        try:
+            infos = self._fs.get_file_info(selector)
+        except OSError as err:
+            raise map_error(err, self.join(prefix)) from None
+        found = []
+        for info in infos:
+            key = posixpath.relpath(info.path, self.root)
+            hidden = any(_TMP_MARK in part or _LOCK_MARK in part for part in key.split("/"))
+            if info.type == pafs.FileType.File and not hidden and key.startswith(prefix):
+                found.append(ObjectInfo(key, info.size))
+        yield from sorted(found, key=lambda item: item.key)
+
+    def stat(self, key: str) -> ObjectInfo:
+        from pyarrow import fs as pafs
+
+        path = self._path(key)
+        try:
+            info = self._file_info(path)
+        except OSError as err:
+            raise map_error(err, self.join(key)) from None
+        if info is None or info.type != pafs.FileType.File:
+            raise NotFound(f"{self.join(key)} does not exist or is not a file")
+        return ObjectInfo(key, info.size)
+
+    def open_read(self, key: str, start: int = 0, length: int | None = None) -> BinaryIO:
+        path = self._path(key)
+        if start < 0 or (length is not None and length < 0):
+            raise InvalidArgument(f"invalid range start={start} length={length} for {key!r}")
+        try:
+            file = self._fs.open_input_file(path)
+            if start >= file.size():  # HDFS refuses to seek past the end
+                file.close()
+                return io.BytesIO()
+            if start:
+                file.seek(start)
+        except OSError as err:
+            raise map_error(err, self.join(key)) from None
+        return cast(BinaryIO, _RangeReader(file, length, self.join(key)))
+
+    def _temp_for(self, path: str) -> str:
+        directory, name = posixpath.split(path)
+        return posixpath.join(directory, f".{name}{_TMP_MARK}{uuid.uuid4().hex}")
+
+    def _upload(self, temp: str, source: BinaryIO) -> None:
+        with self._fs.open_output_stream(temp) as out:
+            while chunk := source.read(CHUNK_BYTES):
+                out.write(chunk)
+
+    def _discard(self, path: str) -> None:
+        with contextlib.suppress(OSError):  # already gone, or never written
+            self._fs.delete_file(path)
+
+    def write(self, key: str, source: BinaryIO, size: int | None = None) -> ObjectInfo:
+        path = self._path(key)
+        temp = self._temp_for(path)
+        try:
+            self._upload(temp, source)
+            self._fs.move(temp, path)
+        except OSError as err:
+            self._discard(temp)
+            raise map_error(err, self.join(key)) from None
+        except BaseException:
+            self._discard(temp)  # never publish a partial stream
+            raise
+        return self.stat(key)
+
+    def create_if_absent(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        temp = self._temp_for(path)
+        directory, name = posixpath.split(path)
+        lock = posixpath.join(directory, f".{name}{_LOCK_MARK}")
+        try:
+            self._upload(temp, io.BytesIO(data))
+            deadline = time.monotonic() + LOCK_WAIT_S
+            delay = 0.01
+            while not self._try_lock(lock):
+                if self._file_info(path) is not None:
+                    return False
+                if time.monotonic() > deadline:
+                    raise Unavailable(
+                        f"{self.join(key)}: lock {lock} held for {LOCK_WAIT_S:.0f}s; if no"
+                        " rollway process is creating this key, delete the lock"
+                    )
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
+            try:
+                if self._file_info(path) is not None:
+                    return False
+                self._fs.move(temp, path)  # absent, and we hold the lock: a plain rename
+                return True
+            finally:
+                self._unlock(lock)
+        except OSError as err:
+            raise map_error(err, self.join(key)) from None
+        finally:
+            self._discard(temp)
+
+    def _try_lock(self, lock: str) -> bool:
+        """Renames a fresh directory holding an owner marker onto ``lock``. HDFS
+        moves it *into* an existing lock instead, and POSIX refuses; either way
+        the marker is not at ``lock/owner-<token>``, and this caller lost."""
+        token = uuid.uuid4().hex
+        candidate = f"{lock}{_TMP_MARK}{token}"
+        marker = f"owner-{token}"
+        self._fs.create_dir(candidate)
+        self._fs.open_output_stream(posixpath.join(candidate, marker)).close()
+        with contextlib.suppress(OSError):
+            self._fs.move(candidate, lock)
+        try:
+            if self._file_info(posixpath.join(lock, marker)) is not None:
+                return True
+        except FileNotFoundError:
+            pass  # no lock at all: the holder has just released it
+        for leftover in (candidate, posixpath.join(lock, posixpath.basename(candidate))):
+            with contextlib.suppress(OSError):  # gone with a released lock
+                self._fs.delete_dir(leftover)
+        return False
+
+    def _unlock(self, lock: str) -> None:
+        # Renamed away before it is deleted, so the lock is never seen empty:
+        # POSIX would let a rename replace an empty directory.
+        released = f"{lock}{_TMP_MARK}{uuid.uuid4().hex}"
+        self._fs.move(lock, released)
+        self._fs.delete_dir(released)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            self._fs.delete_file(path)
+        except OSError as err:
+            error = map_error(err, self.join(key))
+            if isinstance(error, NotFound):
+                return  # deleting is idempotent
+            try:
+                gone = self._file_info(path) is None
+            except FileNotFoundError:
+                gone = True  # its directory is gone too
+            except OSError:
+                gone = False
+            if not gone:
+                raise error from None

@@ -1,0 +1,200 @@
+"""Storage benchmark: `rollway verify` and `rollway publish` against raw baselines.
+
+One version of about 500 MiB (four 100 MiB files, 400 files of 256 KiB and
+TF Serving's half_plus_two SavedModel) is published and verified:
+
+- local verify vs raw ``hashlib.sha256`` over the same files (one thread);
+- S3 verify vs a plain boto3 ``get_object`` of each object plus hashlib;
+- S3 publish vs boto3 ``upload_file`` of the same files (default TransferConfig).
+
+S3 is a real SeaweedFS on loopback (tests/s3server.py). Every measurement runs
+``--repeat`` times, alternating ours and the baseline; the best of each is
+compared. Results: tests/bench/results/storage.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tests.bench.bench_predict import RESULTS, SHARED
+
+MIB = 2**20
+
+
+def build_version(root: Path, large: int, large_mib: int, small: int, small_kib: int) -> Path:
+    version = root / "src" / "1"
+    shutil.copytree(SHARED / "saved_model_half_plus_two_cpu" / "00000123", version)
+    blobs = version / "assets" / "blobs"
+    blobs.mkdir(parents=True)
+    chunk = os.urandom(MIB)
+    for i in range(large):
+        with (blobs / f"large-{i}.bin").open("wb") as out:
+            for j in range(large_mib):
+                out.write(chunk[j % 7 :] + chunk[: j % 7])  # distinct MiBs, cheaply
+    for i in range(small):
+        (blobs / f"small-{i:04d}.bin").write_bytes(os.urandom(small_kib * 1024))
+    return version
+
+
+def files_of(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file())
+
+
+def best(repeat: int, ours: Callable[[], Any], baseline: Callable[[], Any]) -> tuple[float, float]:
+    times_ours, times_base = [], []
+    for _ in range(repeat):
+        for fn, out in ((baseline, times_base), (ours, times_ours)):
+            started = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - started)
+    return min(times_ours), min(times_base)
+
+
+def raw_hash(paths: list[Path]) -> None:
+    for path in paths:
+        digest = hashlib.sha256()
+        with path.open("rb") as reader:
+            while chunk := reader.read(8 * MIB):
+                digest.update(chunk)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--large", type=int, default=4)
+    parser.add_argument("--large-mib", type=int, default=100)
+    parser.add_argument("--small", type=int, default=400)
+    parser.add_argument("--small-kib", type=int, default=256)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    from loader.publish import publish_version
+    from loader.storage import open_storage
+    from loader.verify import Verdict, verify_version
+
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="rollway-bench-") as tmp:
+        root = Path(tmp)
+        source = build_version(root, args.large, args.large_mib, args.small, args.small_kib)
+        paths = files_of(source)
+        total = sum(p.stat().st_size for p in paths)
+
+        def row(name: str, ours: float, base: float, baseline: str, target: float) -> None:
+            ratio = base / ours  # throughput ratio: ours / baseline
+            rows.append({
+                "operation": name, "baseline": baseline, "bytes": total, "files": len(paths),
+                "ours_s": round(ours, 3), "baseline_s": round(base, 3),
+                "ours_mib_s": round(total / MIB / ours, 1),
+                "baseline_mib_s": round(total / MIB / base, 1),
+                "ratio": round(ratio, 3), "target": target, "pass": ratio >= target,
+            })  # fmt: skip
+
+        # Local: publish into a local store once, then verify it.
+        local = open_storage(str(root / "local" / "m"))
+        publish_version(source, local, "m", 1, workers=args.workers)
+        stored = files_of(root / "local" / "m" / "1")
+
+        def local_verify() -> None:
+            report = verify_version(local, "1", workers=args.workers)
+            assert report.verdict is Verdict.COMPLETE, report.problems
+
+        ours, base = best(args.repeat, local_verify, lambda: raw_hash(stored))
+        row("verify (local disk)", ours, base, "hashlib.sha256, one pass", 0.8)
+
+        measure_s3(root, source, paths, args, row)
+
+    write_report(rows, args, total, len(paths))
+    return 0
+
+
+Row = Callable[[str, float, float, str, float], None]
+
+
+def measure_s3(
+    root: Path, source: Path, paths: list[Path], args: argparse.Namespace, row: Row
+) -> None:
+    from loader.publish import publish_version
+    from loader.storage import open_storage
+    from loader.verify import Verdict, verify_version
+    from tests.s3server import SeaweedFS
+
+    with SeaweedFS(root / "weed") as weed:
+        bucket = weed.create_bucket("bench")
+        os.environ.update(weed.env())
+        client = weed.client()
+        keys = [p.relative_to(source).as_posix() for p in paths]
+
+        def our_publish() -> None:
+            prefix = f"s3://{bucket}/ours-{uuid.uuid4().hex[:8]}/m"
+            publish_version(source, open_storage(prefix), "m", 1, workers=args.workers)
+
+        def boto3_upload() -> None:
+            prefix = f"raw-{uuid.uuid4().hex[:8]}/m/1"
+            for path, key in zip(paths, keys, strict=True):
+                client.upload_file(str(path), bucket, f"{prefix}/{key}")
+
+        ours, base = best(args.repeat, our_publish, boto3_upload)
+        row("publish (S3)", ours, base, "boto3 upload_file per file", 0.9)
+
+        s3 = open_storage(f"s3://{bucket}/verify/m")
+        publish_version(source, s3, "m", 1, workers=args.workers)
+
+        def s3_verify() -> None:
+            report = verify_version(s3, "1", workers=args.workers)
+            assert report.verdict is Verdict.COMPLETE, report.problems
+
+        def boto3_download() -> None:
+            for key in keys:
+                body = client.get_object(Bucket=bucket, Key=f"verify/m/1/{key}")["Body"]
+                digest = hashlib.sha256()
+                while chunk := body.read(8 * MIB):
+                    digest.update(chunk)
+
+        ours, base = best(args.repeat, s3_verify, boto3_download)
+        row("verify (S3)", ours, base, "boto3 get_object + hashlib", 0.8)
+        client.close()
+
+
+def write_report(
+    rows: list[dict[str, Any]], args: argparse.Namespace, total: int, count: int
+) -> None:
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    lines = [
+        "# Storage benchmark", "",
+        f"{time.strftime('%Y-%m-%d %H:%M:%S')} · {os.cpu_count()} CPUs · one version of "
+        f"{total / MIB:.0f} MiB in {count} files ({args.large} x {args.large_mib} MiB, "
+        f"{args.small} x {args.small_kib} KiB, half_plus_two) · {args.workers} workers · best "
+        f"of {args.repeat} · S3 = SeaweedFS on loopback · peak RSS of the whole run "
+        f"{peak_mib:.0f} MiB.", "",
+        "| operation | ours s | ours MiB/s | baseline | baseline s | baseline MiB/s | ratio | "
+        "target | result |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---|",
+    ]  # fmt: skip
+    for r in rows:
+        lines.append(
+            f"| {r['operation']} | {r['ours_s']:.2f} | {r['ours_mib_s']:,.0f} | {r['baseline']} | "
+            f"{r['baseline_s']:.2f} | {r['baseline_mib_s']:,.0f} | {r['ratio']:.2f} | "
+            f"≥ {r['target']:.2f} | {'PASS' if r['pass'] else 'FAIL'} |"
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "storage.json").write_text(
+        json.dumps({"rows": rows, "peak_rss_mib": round(peak_mib)}, indent=2)
+    )
+    (args.out / "storage.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
