@@ -55,15 +55,20 @@ from loader.storage.base import ObjectInfo, Storage, check_key, redact
 
 # Objects below MULTIPART_BYTES go up in one PUT; larger ones in PART_BYTES
 # parts, MAX_CONCURRENCY at a time: boto3 upload_file's part size and
-# concurrency, so an upload holds at most ~80 MiB in memory.
+# concurrency.
 MULTIPART_BYTES = 16 * 1024 * 1024
 PART_BYTES = 8 * 1024 * 1024
 MAX_CONCURRENCY = 10
+# Parts read ahead of the upload, per object. A streamed source (publish hashes
+# what it uploads) is buffered part by part; s3transfer's default of 10 would
+# hold 80 MiB per object, 640 MiB for 8 files published in parallel.
+IN_MEMORY_PARTS = 3
 _TRANSFER = TransferConfig(
     multipart_threshold=MULTIPART_BYTES,
     multipart_chunksize=PART_BYTES,
     max_concurrency=MAX_CONCURRENCY,
 )
+_TRANSFER.max_in_memory_upload_chunks = IN_MEMORY_PARTS  # s3transfer's knob; boto3 has no arg
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
