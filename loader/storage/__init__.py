@@ -37,8 +37,12 @@ BACKENDS: dict[str, str] = {
 
 
 def scheme_of(uri: str) -> str:
-    """The registry key for ``uri``; a Windows-style or plain path is local."""
-    scheme = urlsplit(uri).scheme.lower()
+    """The registry key for ``uri``; a Windows-style or plain path is local.
+    A URI too malformed to parse is InvalidArgument."""
+    try:
+        scheme = urlsplit(uri).scheme.lower()
+    except ValueError as err:
+        raise InvalidArgument(f"malformed storage URI {redact(uri)!r}: {err}") from None
     return "" if len(scheme) <= 1 else scheme
 
 

@@ -119,13 +119,17 @@ def check_key(key: str) -> str:
 
 
 def redact(uri: str) -> str:
-    """``uri`` without user info, query or fragment: the form safe for logs and errors."""
-    parts = urlsplit(uri)
-    if not parts.scheme or len(parts.scheme) <= 1:
-        return uri
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
+    """``uri`` without user info, query or fragment: the form safe for logs and
+    errors. Never raises; a URI too malformed to parse becomes a placeholder."""
+    try:
+        parts = urlsplit(uri)
+        if not parts.scheme or len(parts.scheme) <= 1:
+            return uri
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+    except ValueError:  # a bad port or IPv6 literal: it may hold anything, show nothing
+        return "<malformed URI>"
     return f"{parts.scheme}://{host}{parts.path}"
 
 

@@ -1,0 +1,438 @@
+"""Decode, the loader's first stage: one delivery -> what to do about it.
+
+A pure policy: no I/O, no clock, and it never raises on its input. A delivery
+is a Kafka record (``decode_record``) or a Knative KafkaSource HTTP POST
+(``decode_http``, which turns it into the same record). The result is a
+non-empty list of decisions, one per object event the delivery carries (only
+a MinIO notification carries several):
+
+- ``Published``: a version was published at ``version_uri``, below one of
+  ``DecodeConfig.roots``. Nothing about its content is trusted yet: verify it.
+- ``Ignored``: well formed, but not for the loader (another file, a removal,
+  another rollway event). Commit and move on.
+- ``Rejected``: malformed, unknown or hostile; ``reason`` names the problem.
+  Retrying cannot help: dead-letter it (VersionRejected).
+
+Record values understood:
+
+1. rollway's ``ModelPublished`` (proto3 JSON, strict: unknown fields are
+   rejected) with header ``ce_type: dev.rollway.model.published.v1``, or with no
+   ``ce_type`` at all. Its record key, if any, must be the model name, and its
+   ``version_uri`` must end in the version (``.../7``) or a version archive
+   (``.../7.tar.gz``, ``.tgz``, ``.tar``, ``.zip``; ``manifest_sha256`` then is the
+   archive's digest, and without one the digest file ``<archive>.sha256`` is).
+2. MinIO bucket notifications (``loader.decode_minio``): the manifest of
+   ``s3://<bucket>/<dirs>/<model>/<version>/`` or the digest file of the archive
+   ``s3://<bucket>/<dirs>/<model>/<version>.<ext>`` was created.
+
+Every URI must be absolute, of a scheme in the storage registry, free of
+credentials, query, fragment, ``%``, ``\\``, control characters and empty,
+``.`` or ``..`` segments, and equal to or below a root, segment by segment
+(``s3://b/models-evil`` is not below ``s3://b/models``). Model names are
+``[A-Za-z0-9._-]{1,255}`` but not ``.`` or ``..``; versions are digits up to
+int64. A value over ``MAX_EVENT_BYTES`` is rejected before it is parsed. With no
+roots configured every delivery is rejected (fail closed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from google.protobuf import json_format
+
+from loader.decode_minio import (
+    DIGEST_SUFFIX,
+    ArchiveFormat,
+    Malformed,
+    ObjectEvent,
+    Skip,
+    archive_of,
+    is_notification,
+    object_events,
+    shown,
+)
+from loader.errors import ConfigError, InvalidArgument
+from loader.events import EVENT_TYPES, MODEL_PUBLISHED, header
+from loader.schemas.rollway.v1.events_pb2 import ModelPublished
+from loader.storage import BACKENDS, redact, scheme_of
+from loader.versions import parse_version
+
+MAX_EVENT_BYTES = 1024 * 1024  # for the value, and again for key plus headers
+MAX_ID_CHARS = 1024
+KAFKASOURCE_TYPE = "dev.knative.kafka.event"
+_KAFKAHEADER = "ce-kafkaheader"
+# KafkaSource squashes Kafka header names ("ce_type" -> "cetype"); undo it for ours.
+_SQUASHED = {
+    **{f"ce{a}": f"ce_{a}" for a in ("specversion", "id", "source", "type", "subject", "time")},
+    "contenttype": "content-type",
+}
+_OTHER_ROLLWAY_TYPES = frozenset(EVENT_TYPES.values()) - {MODEL_PUBLISHED}
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_FORBIDDEN = re.compile(r"[\\%?#]")
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A version packed in one file; ``sha256`` (from the event) or else the
+    digest file at ``digest_uri`` gives its expected digest."""
+
+    uri: str
+    digest_uri: str | None
+    sha256: str | None
+    format: ArchiveFormat
+
+
+@dataclass(frozen=True)
+class Published:
+    """``version_uri`` is the version directory, or the archive (then ``archive``
+    is set and ``manifest_sha256`` is None). ``event_id`` is the CloudEvent id,
+    ``<bucket>/<key>@<sequencer|eTag>`` for MinIO, or ``sha256:<hex of the value>``."""
+
+    model: str
+    version: int
+    version_uri: str
+    manifest_sha256: str | None
+    event_id: str
+    source_record: str
+    archive: Archive | None = None
+
+
+@dataclass(frozen=True)
+class Ignored:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Fields beyond ``reason`` are filled when the event names them validly."""
+
+    reason: str
+    model: str = ""
+    version: int = -1
+    version_uri: str = ""
+    source_record: str = ""
+    event_id: str = ""
+
+
+Decision = Published | Ignored | Rejected
+
+
+@dataclass(frozen=True)
+class IncomingRecord:
+    """One delivery as a Kafka record. ``value`` None is a tombstone. ``origin``
+    replaces ``topic/partition/offset`` as provenance when those are unknown."""
+
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
+    origin: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", tuple(self.headers))  # hashable
+
+    @property
+    def source_record(self) -> str:
+        if self.origin:
+            return self.origin
+        return f"{self.topic}/{self.partition}/{self.offset}" if self.topic else ""
+
+
+@dataclass(frozen=True)
+class _Location:
+    scheme: str  # registry key, with "" (a plain path) read as "file"
+    host: str
+    segments: tuple[str, ...]
+
+    def within(self, root: _Location) -> bool:
+        depth = len(root.segments)
+        return (self.scheme, self.host) == (root.scheme, root.host) and (
+            self.segments[:depth] == root.segments
+        )
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """``roots``: store URIs that versions may be published under. ConfigError
+    names a root that is not a valid URI; an empty tuple rejects everything."""
+
+    roots: tuple[str, ...]
+    _locations: tuple[_Location, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "roots", tuple(self.roots))
+        locations = []
+        for index, root in enumerate(self.roots):
+            location = _locate(root)
+            if isinstance(location, str):
+                raise ConfigError(f"DecodeConfig.roots[{index}] {_redacted(root)!r}: {location}")
+            locations.append(location)
+        object.__setattr__(self, "_locations", tuple(locations))
+
+
+def decode_record(record: IncomingRecord, config: DecodeConfig) -> list[Decision]:
+    source = _clean(record.source_record)
+    if not config.roots:
+        reason = "no store roots are configured (DecodeConfig.roots is empty): rejecting all"
+        return [Rejected(reason, source_record=source)]
+    if record.value is None:
+        return [Ignored("a tombstone (a record with no value)")]
+    if len(record.value) > MAX_EVENT_BYTES:
+        reason = f"event value is {len(record.value)} bytes, over MAX_EVENT_BYTES"
+        return [Rejected(f"{reason} ({MAX_EVENT_BYTES}); not parsed", source_record=source)]
+    size = len(record.key or b"") + sum(len(n) + len(v or b"") for n, v in record.headers)
+    if size > MAX_EVENT_BYTES:
+        reason = f"record key and headers are {size} bytes, over MAX_EVENT_BYTES"
+        return [Rejected(reason, source_record=source)]
+    ce_type = _header(record, "ce_type")
+    if ce_type is not None:
+        return [_cloud_event(ce_type, record, config, source)]
+    document = _parse_json(record.value)
+    if isinstance(document, str):
+        return [Rejected(f"event {document}", source_record=source)]
+    if is_notification(document):
+        return [_from_minio(e, config, source) for e in object_events(document, _key(record))]
+    decision = _from_model_published(document, record, config, source, "")
+    if isinstance(decision, Rejected):
+        reason = "event has no ce_type, is no MinIO notification, and as a ModelPublished: "
+        return [dataclasses.replace(decision, reason=reason + decision.reason)]
+    return [decision]
+
+
+def decode_http(headers: Mapping[str, str], body: bytes, config: DecodeConfig) -> list[Decision]:
+    """A binary-mode CloudEvent POSTed by a KafkaSource: a plain record wrapped as
+    ``dev.knative.kafka.event``, or a record that was a CloudEvent, as itself."""
+    lower = {str(name).lower(): str(value) for name, value in headers.items()}
+    if "ce-type" not in lower:
+        return [Rejected("HTTP delivery has no ce-type header (a binary-mode CloudEvent)")]
+    wrapped = lower["ce-type"] == KAFKASOURCE_TYPE
+    pairs: list[tuple[str, str]] = []
+    for name, value in lower.items():
+        if wrapped and name.startswith(_KAFKAHEADER):
+            squashed = name[len(_KAFKAHEADER) :]
+            pairs.append((_SQUASHED.get(squashed, squashed), value))
+        elif not wrapped and name.startswith("ce-"):
+            pairs.append(("ce_" + name[3:], value))
+    if "content-type" in lower:
+        pairs.append(("content-type", lower["content-type"]))
+    key = lower.get("ce-key", lower.get("ce-partitionkey")) if wrapped else None
+    record = IncomingRecord(
+        key=None if key is None else _bytes(key),
+        value=body,
+        headers=[(name, _bytes(value)) for name, value in pairs],
+        origin=lower.get("ce-id", "") if wrapped else "",
+    )
+    return decode_record(record, config)
+
+
+def _cloud_event(
+    ce_type: str, record: IncomingRecord, config: DecodeConfig, source: str
+) -> Decision:
+    if ce_type in _OTHER_ROLLWAY_TYPES:
+        return Ignored(f"a {ce_type} event is not for the loader")
+    if ce_type != MODEL_PUBLISHED:
+        return Rejected(f"unknown CloudEvent type (ce_type) {shown(ce_type)}", source_record=source)
+    event_id = _header(record, "ce_id") or ""
+    specversion = _header(record, "ce_specversion")
+    content_type = (_header(record, "content-type") or "application/json").split(";")[0]
+    problem = ""
+    if specversion != "1.0":
+        problem = f"CloudEvent ce_specversion {shown(specversion or '')} is not '1.0'"
+    elif not event_id or len(event_id) > MAX_ID_CHARS or not event_id.isprintable():
+        problem = f"CloudEvent ce_id {shown(event_id)} is empty, too long or not printable"
+    elif content_type.strip().lower() != "application/json":
+        problem = f"content-type {shown(content_type)} is not application/json"
+    document = "" if problem else _parse_json(record.value or b"")
+    if isinstance(document, str):
+        reason = problem or f"ModelPublished event {document}"
+        return Rejected(reason, source_record=source, event_id=_clean(event_id))
+    return _from_model_published(document, record, config, source, event_id)
+
+
+def _from_model_published(
+    document: dict[str, Any], record: IncomingRecord, config: DecodeConfig, source: str, ce_id: str
+) -> Decision:
+    event = ModelPublished()
+    try:
+        json_format.ParseDict(document, event)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as err:
+        reason = f"ModelPublished does not match its schema: {shown(str(err), 300)}"
+        return Rejected(reason, source_record=source, event_id=_clean(ce_id))
+    event_id = ce_id or "sha256:" + hashlib.sha256(record.value or b"").hexdigest()
+    sha, uri = event.manifest_sha256, event.version_uri.removesuffix("/")
+    problem = _model_published_problem(event, _key(record), config)
+    if problem is not None:
+        return Rejected(
+            problem,
+            model=event.model if _name_problem("model", event.model) is None else "",
+            version=max(event.version, -1),
+            version_uri=_redacted(uri) if len(uri) <= MAX_ID_CHARS and uri.isprintable() else "",
+            source_record=source,
+            event_id=_clean(event_id),
+        )
+    packed = archive_of(uri.rpartition("/")[2])
+    if packed is None:
+        return Published(event.model, event.version, uri, sha or None, event_id, source)
+    archive = Archive(uri, None if sha else uri + DIGEST_SUFFIX, sha or None, packed[1])
+    return Published(event.model, event.version, uri, None, event_id, source, archive)
+
+
+def _model_published_problem(
+    event: ModelPublished, key: str | None, config: DecodeConfig
+) -> str | None:
+    if not event.model or not event.version_uri:
+        return "ModelPublished needs a model and a version_uri"
+    if (problem := _name_problem("model", event.model)) is not None:
+        return problem
+    if event.version < 0:
+        return f"version {event.version} is negative"
+    if key is not None and key != event.model:
+        return f"record key {shown(key)} is not the model name {event.model!r}"
+    if event.manifest_sha256 and not _SHA256.fullmatch(event.manifest_sha256):
+        return f"manifest_sha256 {shown(event.manifest_sha256)} is not 64 lowercase hex digits"
+    if min(event.total_bytes, event.file_count) < 0:
+        return "total_bytes or file_count is negative"
+    if (problem := _uri_problem(event.version_uri, config)) is not None:
+        return problem
+    leaf = event.version_uri.removesuffix("/").rpartition("/")[2]
+    stem, _ = archive_of(leaf) or (leaf, None)
+    if parse_version(stem) != event.version:
+        return f"version_uri ends in {shown(leaf)}, not in version {event.version}"
+    return None
+
+
+def _from_minio(
+    event: ObjectEvent | Skip | Malformed, config: DecodeConfig, source: str
+) -> Decision:
+    if isinstance(event, Skip):
+        return Ignored(event.reason)
+    if isinstance(event, Malformed):
+        return Rejected(event.reason, source_record=source)
+    uri = f"s3://{event.bucket}/{event.path}"
+    version = parse_version(event.version)
+    problem = _name_problem("bucket", event.bucket) or _name_problem("model", event.model)
+    if event.key.startswith("/"):
+        problem = "the object key is absolute (starts with '/')"
+    elif problem is None and version is None:
+        limit = (
+            "over 2**63-1" if event.version.isascii() and event.version.isdigit() else "not digits"
+        )
+        problem = f"version {shown(event.version)} is {limit}"
+    problem = problem or _uri_problem(uri, config)
+    if problem is not None or version is None:
+        return Rejected(
+            f"object {shown(f's3://{event.bucket}/{event.key}')}: {problem}",
+            model=event.model if _name_problem("model", event.model) is None else "",
+            version=-1 if version is None else version,
+            source_record=source,
+            event_id=_clean(event.event_id),
+        )
+    archive = None
+    if event.archive_format is not None:
+        archive = Archive(uri, f"s3://{event.bucket}/{event.key}", None, event.archive_format)
+    return Published(event.model, version, uri, None, _clean(event.event_id), source, archive)
+
+
+def _locate(uri: str) -> _Location | str:
+    """``uri`` as scheme, host and path segments, or why it cannot be accepted."""
+    if not uri.isprintable():
+        return "URI holds a NUL, control or other unprintable character"
+    if (bad := _FORBIDDEN.search(uri)) is not None:
+        return f"{bad.group()!r} is not allowed in a URI (nor '\\', '%', '?', '#')"
+    try:
+        scheme, parts = scheme_of(uri), urlsplit(uri)
+        _ = parts.port  # raises on a port that is not a number
+    except InvalidArgument as err:
+        return err.message
+    except ValueError as err:
+        return f"URI does not parse: {err}"
+    if scheme not in BACKENDS:
+        return f"URI scheme {shown(scheme)} is not in the storage registry"
+    if scheme:
+        host, path = parts.netloc.lower(), parts.path
+        if "@" in host:
+            return "URI holds credentials (user info)"
+        if scheme == "file" and host in ("", "localhost"):
+            host = ""
+        elif not host:
+            return f"{scheme}:// URI names no bucket or host"
+    else:
+        host, path = "", uri
+    if not path.startswith("/") and (path or not scheme):
+        return "path is not absolute"
+    path = path[1:].removesuffix("/")
+    segments = tuple(path.split("/")) if path else ()
+    if any(part in ("", ".", "..") for part in segments):
+        return "path has an empty, '.' or '..' segment"
+    return _Location(scheme or "file", host, segments)
+
+
+def _uri_problem(uri: str, config: DecodeConfig) -> str | None:
+    location = _locate(uri)
+    if isinstance(location, str):
+        return f"version_uri {shown(_redacted(uri))}: {location}"
+    if not location.segments:
+        return f"version_uri {shown(_redacted(uri))} names no version"
+    if not any(location.within(root) for root in config._locations):
+        return f"version_uri {shown(_redacted(uri))} is outside the roots {list(config.roots)}"
+    return None
+
+
+def _redacted(uri: str) -> str:
+    return redact(uri)  # never raises: a malformed URI is shown as a placeholder
+
+
+def _name_problem(what: str, name: str) -> str | None:
+    if _NAME.fullmatch(name) and name not in (".", ".."):
+        return None
+    return f"{what} name {shown(name)} is not 1-255 of [A-Za-z0-9._-] (nor '.' or '..')"
+
+
+def _parse_json(value: bytes) -> dict[str, Any] | str:
+    """The JSON object in ``value``, or why it is not one (as "is not ...")."""
+    try:
+        document = json.loads(value, object_pairs_hook=_unique, parse_constant=_no_constant)
+    except RecursionError:
+        return "is not JSON: nested too deeply"
+    except ValueError as err:  # also UnicodeDecodeError and our own
+        return f"is not JSON: {shown(str(err), 300)}"
+    if not isinstance(document, dict):
+        return f"is not a JSON object but {type(document).__name__}"
+    return document
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):  # parsers disagree on which duplicate wins
+        raise ValueError("duplicate key in a JSON object")
+    return document
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _header(record: IncomingRecord, name: str) -> str | None:
+    return header(list(record.headers), name)  # the last one wins
+
+
+def _key(record: IncomingRecord) -> str | None:
+    return None if record.key is None else record.key.decode("utf-8", "replace")
+
+
+def _bytes(text: str) -> bytes:
+    return text.encode("utf-8", "replace")
+
+
+def _clean(text: str) -> str:
+    return text if len(text) <= MAX_ID_CHARS and text.isprintable() else shown(text)
