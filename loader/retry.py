@@ -87,7 +87,7 @@ class Parking:
         for info in self.store.list(f"{PENDING_DIR}/"):
             try:
                 yield _decode(self.store.read_bytes(info.key, limit=1 << 20))
-            except (NotFound, ValueError, TypeError):
+            except (NotFound, ValueError, TypeError, KeyError):
                 continue  # released meanwhile, or damaged: nothing to replay
 
     def due(self, now: float) -> list[Pending]:
