@@ -20,6 +20,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "functions.verify_cmd",
         "prove a published model version complete (manifest, sizes, sha256, SavedModel)",
     ),
+    "models": (
+        "functions.models_cmd",
+        "list models, or show a model's assignment (versions, labels, pins, history)",
+    ),
+    "label": (
+        "functions.models_cmd:label_main",
+        "set or remove version labels (canary=N stable=M); makes a new generation",
+    ),
+    "pin": (
+        "functions.models_cmd:pin_main",
+        "serve exactly the given versions whatever the version policy says, or --clear",
+    ),
+    "rollback": (
+        "functions.models_cmd:rollback_main",
+        "go back to the previous generation's versions and labels, and pin them",
+    ),
 }
 
 
@@ -39,8 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is None:
         print(f"rollway: unknown command {args[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(command[0])
-    result: int = module.main(args[1:])
+    # "package.module" runs its main(); "package.module:function" names another entry point.
+    module_name, _, function = command[0].partition(":")
+    module = importlib.import_module(module_name)
+    result: int = getattr(module, function or "main")(args[1:])
     return result
 
 

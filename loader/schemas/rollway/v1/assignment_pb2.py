@@ -25,21 +25,25 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1brollway/v1/assignment.proto\x12\nrollway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x01\n\x12\x41ssignmentDocument\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12.\n\x07\x63urrent\x18\x02 \x01(\x0b\x32\x1d.rollway.v1.AssignmentChanged\x12.\n\x07history\x18\x03 \x03(\x0b\x32\x1d.rollway.v1.AssignmentChanged\"\x8e\x02\n\x11\x41ssignmentChanged\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12-\n\x08versions\x18\x03 \x03(\x0b\x32\x1b.rollway.v1.AssignedVersion\x12\x39\n\x06labels\x18\x04 \x03(\x0b\x32).rollway.v1.AssignmentChanged.LabelsEntry\x12\r\n\x05\x63\x61use\x18\x05 \x01(\t\x12.\n\nchanged_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"P\n\x0f\x41ssignedVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x13\n\x0bversion_uri\x18\x02 \x01(\t\x12\x17\n\x0fmanifest_sha256\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1brollway/v1/assignment.proto\x12\nrollway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc1\x02\n\x12\x41ssignmentDocument\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12.\n\x07\x63urrent\x18\x02 \x01(\x0b\x32\x1d.rollway.v1.AssignmentChanged\x12.\n\x07history\x18\x03 \x03(\x0b\x32\x1d.rollway.v1.AssignmentChanged\x12\x17\n\x0fpinned_versions\x18\x04 \x03(\x03\x12K\n\x0flabel_overrides\x18\x05 \x03(\x0b\x32\x32.rollway.v1.AssignmentDocument.LabelOverridesEntry\x12\x16\n\x0eremoved_labels\x18\x06 \x03(\t\x1a\x35\n\x13LabelOverridesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x8e\x02\n\x11\x41ssignmentChanged\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12-\n\x08versions\x18\x03 \x03(\x0b\x32\x1b.rollway.v1.AssignedVersion\x12\x39\n\x06labels\x18\x04 \x03(\x0b\x32).rollway.v1.AssignmentChanged.LabelsEntry\x12\r\n\x05\x63\x61use\x18\x05 \x01(\t\x12.\n\nchanged_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"P\n\x0f\x41ssignedVersion\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x13\n\x0bversion_uri\x18\x02 \x01(\t\x12\x17\n\x0fmanifest_sha256\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rollway.v1.assignment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ASSIGNMENTDOCUMENT_LABELOVERRIDESENTRY']._loaded_options = None
+  _globals['_ASSIGNMENTDOCUMENT_LABELOVERRIDESENTRY']._serialized_options = b'8\001'
   _globals['_ASSIGNMENTCHANGED_LABELSENTRY']._loaded_options = None
   _globals['_ASSIGNMENTCHANGED_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_ASSIGNMENTDOCUMENT']._serialized_start=77
-  _globals['_ASSIGNMENTDOCUMENT']._serialized_end=217
-  _globals['_ASSIGNMENTCHANGED']._serialized_start=220
-  _globals['_ASSIGNMENTCHANGED']._serialized_end=490
-  _globals['_ASSIGNMENTCHANGED_LABELSENTRY']._serialized_start=445
-  _globals['_ASSIGNMENTCHANGED_LABELSENTRY']._serialized_end=490
-  _globals['_ASSIGNEDVERSION']._serialized_start=492
-  _globals['_ASSIGNEDVERSION']._serialized_end=572
+  _globals['_ASSIGNMENTDOCUMENT']._serialized_end=398
+  _globals['_ASSIGNMENTDOCUMENT_LABELOVERRIDESENTRY']._serialized_start=345
+  _globals['_ASSIGNMENTDOCUMENT_LABELOVERRIDESENTRY']._serialized_end=398
+  _globals['_ASSIGNMENTCHANGED']._serialized_start=401
+  _globals['_ASSIGNMENTCHANGED']._serialized_end=671
+  _globals['_ASSIGNMENTCHANGED_LABELSENTRY']._serialized_start=626
+  _globals['_ASSIGNMENTCHANGED_LABELSENTRY']._serialized_end=671
+  _globals['_ASSIGNEDVERSION']._serialized_start=673
+  _globals['_ASSIGNEDVERSION']._serialized_end=753
 # @@protoc_insertion_point(module_scope)

@@ -10,14 +10,27 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AssignmentDocument(_message.Message):
-    __slots__ = ("schema_version", "current", "history")
+    __slots__ = ("schema_version", "current", "history", "pinned_versions", "label_overrides", "removed_labels")
+    class LabelOverridesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     CURRENT_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
+    PINNED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_LABELS_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     current: AssignmentChanged
     history: _containers.RepeatedCompositeFieldContainer[AssignmentChanged]
-    def __init__(self, schema_version: _Optional[int] = ..., current: _Optional[_Union[AssignmentChanged, _Mapping]] = ..., history: _Optional[_Iterable[_Union[AssignmentChanged, _Mapping]]] = ...) -> None: ...
+    pinned_versions: _containers.RepeatedScalarFieldContainer[int]
+    label_overrides: _containers.ScalarMap[str, int]
+    removed_labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, schema_version: _Optional[int] = ..., current: _Optional[_Union[AssignmentChanged, _Mapping]] = ..., history: _Optional[_Iterable[_Union[AssignmentChanged, _Mapping]]] = ..., pinned_versions: _Optional[_Iterable[int]] = ..., label_overrides: _Optional[_Mapping[str, int]] = ..., removed_labels: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AssignmentChanged(_message.Message):
     __slots__ = ("model", "generation", "versions", "labels", "cause", "changed_at")
