@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "functions.verify_cmd",
         "prove a published model version complete (manifest, sizes, sha256, SavedModel)",
     ),
+    "loader": (
+        "functions.loader_cmd",
+        "consume publish events: verify, stage and assign each version (Kafka consumer)",
+    ),
     "models": (
         "functions.models_cmd",
         "list models, or show a model's assignment (versions, labels, pins, history)",

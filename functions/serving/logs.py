@@ -1,5 +1,6 @@
 """Logging setup: human-readable text, or one JSON object per line for log
-pipelines (``--log_format=json``)."""
+pipelines (``--log_format=json``). Structured fields passed as
+``extra={"fields": {...}}`` become keys of the JSON object."""
 
 from __future__ import annotations
 
@@ -17,9 +18,12 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        fields = getattr(record, "fields", None)  # log.info(..., extra={"fields": {...}})
+        if isinstance(fields, dict):
+            entry.update(fields)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        return json.dumps(entry, default=str)
 
 
 def configure(log_format: str, level: str) -> None:
