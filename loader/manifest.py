@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
@@ -262,11 +263,24 @@ def summarize_saved_model(source: str | os.PathLike[str] | bytes) -> SavedModelS
     """Tags and signatures of a SavedModel: a directory, or the bytes of saved_model.pb.
 
     NotFound if the directory has neither saved_model.pb nor .pbtxt; DataLoss if
-    the file does not parse. Imports TensorFlow (for its SavedModel proto).
+    the file does not parse. Imports TensorFlow (for its SavedModel proto); where
+    TensorFlow is not installed (the loader image), the summary is left empty:
+    it is informational, and completeness never depends on it.
     """
     from google.protobuf import message, text_format
-    from tensorflow.core.framework import types_pb2
-    from tensorflow.core.protobuf import saved_model_pb2
+
+    try:
+        from tensorflow.core.framework import types_pb2
+        from tensorflow.core.protobuf import saved_model_pb2
+    except ImportError:
+        if not isinstance(source, bytes) and not any(
+            (Path(source) / n).is_file() for n in SAVED_MODEL_FILES
+        ):
+            raise NotFound(f"no saved_model.pb or saved_model.pbtxt in {source}") from None
+        logging.getLogger(__name__).warning(
+            "TensorFlow is not installed: the manifest's SavedModel summary is left empty"
+        )
+        return SavedModelSummary()
 
     saved = saved_model_pb2.SavedModel()
     name = "saved_model.pb"

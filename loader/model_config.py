@@ -80,7 +80,7 @@ def _spec_from_model_config(config: Any, source: str) -> ModelSpec:
     if not name:
         raise ConfigError(f"{source}: a model config has an empty name")
     where = f"{source}: model {name!r}"
-    if not os.path.isabs(config.base_path):
+    if not (os.path.isabs(config.base_path) or "://" in config.base_path):
         # TF Serving rejects relative paths too: they would depend on the cwd.
         raise ConfigError(
             f"{source}: Expected model {name} to have an absolute path or URI; "

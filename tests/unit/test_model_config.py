@@ -331,3 +331,12 @@ def test_model_spec_defaults() -> None:
     assert spec.platform == TENSORFLOW_PLATFORM
     with pytest.raises(AttributeError):
         spec.name = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("base", ["s3://bucket/models/m", "hdfs://nn:8020/m", "file:///srv/m"])
+def test_uri_base_paths_are_accepted(base: str) -> None:
+    (spec,) = parse_model_server_config(
+        f'model_config_list {{ config {{ name: "m" base_path: "{base}"'
+        ' model_platform: "tensorflow" } }'
+    )
+    assert spec.base_path == base
