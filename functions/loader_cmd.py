@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import FrameType
 
 from functions.serving import logs
@@ -62,6 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
             f"--{flag}", default=os.environ.get(env, default), help=f"{text} [{env}]"
         )
     return parser
+
+
+def args_from_env(env: Mapping[str, str]) -> argparse.Namespace:
+    """The flags as ``env`` sets them through their ROLLWAY_* variables (each
+    default otherwise), with no command line: how the loader function
+    (``functions.loader_function``) reads the same configuration. Validate the
+    result with ``config_from``."""
+    return argparse.Namespace(
+        **{
+            flag.replace("-", "_"): env.get(var, default)
+            for flag, (var, default, _) in FLAGS.items()
+        }
+    )
 
 
 def config_from(args: argparse.Namespace) -> tuple[LoaderConfig, ConsumerConfig, emit.Topics]:

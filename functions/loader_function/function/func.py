@@ -1,0 +1,401 @@
+"""The loader as a Knative function: the sink that a KafkaSource POSTs each
+record of the publish topic to (binary-mode CloudEvents, see
+``loader.decode.decode_http``), served by func-python's ASGI middleware.
+
+The answer is the whole contract with the KafkaSource, which retries 5xx, 404,
+408, 409 and 429 with backoff, then hands the delivery to its dead-letter sink,
+and drops every other 4xx at once:
+
+- 200: done for good: STAGED, UNCHANGED, IGNORED, or REJECTED once its
+  VersionRejected is on the dead-letter topic. Every event an outcome implies
+  is on Kafka (acks=all) before the answer goes out.
+- 503: try again later: a version still INCOMPLETE (RETRY; it is parked in the
+  store too), the store or Kafka unreachable, or the function not ready yet.
+- 400 (no ce-specversion/ce-id/ce-source/ce-type, or not specversion 1.0) and
+  415 (structured or batched CloudEvents): a request that can never succeed.
+  405 for any method but POST.
+
+``POST /dead-letter`` takes what the KafkaSource gave up on (its
+``deadLetterSink``, with Knative's ``knativeerror*`` extensions) and sends a
+VersionRejected that says why, so the dead-letter topic holds every version
+that never made it. The body of the answer is a small JSON object:
+``{"status": ..., "results": [{"outcome", "model", "version", "reason"}]}``.
+
+Pipeline work blocks (storage, Kafka), so it runs in worker threads
+(``asyncio.to_thread``) and the health endpoints stay responsive. Stores and
+Kafka are opened in a background thread, retried with backoff: ``ready()`` is
+true once Kafka and the serving store answered, and a configuration error makes
+``alive()`` false, so that Kubernetes restarts the container and shows why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import dataclasses
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from functions import loader_cmd
+from functions.serving import logs
+from loader import emit
+from loader.consumer import FAILURES, record_outcome
+from loader.decode import MAX_EVENT_BYTES, MAX_ID_CHARS, Decision, Rejected, decode_http
+from loader.decode_minio import shown
+from loader.errors import ConfigError, InvalidArgument, RollwayError, Unavailable
+from loader.pipeline import LoaderConfig, Outcome, Pipeline, Result
+from loader.storage import redact
+
+log = logging.getLogger("rollway.loader")
+
+# ASGI, typed only as far as this module relies on it.
+Scope = Mapping[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+DEAD_LETTER_PATH = "/dead-letter"
+REQUIRED_HEADERS = ("ce-specversion", "ce-id", "ce-source", "ce-type")
+MAX_REASON_CHARS = 500  # Knative keeps 1024 bytes of an answer as knativeerrordata
+PROBE_PREFIX = "_rollway/readiness-probe/"  # listed, never written: absent is fine
+MAX_OPEN_BACKOFF_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    loader: LoaderConfig
+    bootstrap: str
+    topics: emit.Topics
+    log_format: str
+    log_level: str
+    metrics_port: int
+    metrics_address: str
+
+
+def settings_from(env: Mapping[str, str]) -> Settings:
+    """The ROLLWAY_* variables of ``rollway loader`` (``loader_cmd.FLAGS``), read
+    and validated once; ConfigError names the bad one. The consumer-only ones
+    (topic, group, session timeout) have no effect here: the KafkaSource consumes."""
+    args = loader_cmd.args_from_env(env)
+    try:
+        loader_config, _, topics = loader_cmd.config_from(args)
+    except ImportError as err:  # ModelServerConfig is tensorflow-serving-api's message
+        raise ConfigError(
+            f"ROLLWAY_MODEL_CONFIG needs the tensorflow-serving-api package ({err})"
+        ) from None
+    loader_config.decode_config()  # a bad root is a ConfigError now, not per event
+    if args.log_format not in ("text", "json"):
+        raise ConfigError(f"ROLLWAY_LOG_FORMAT must be text or json, not {args.log_format!r}")
+    if args.log_level.lower() not in ("debug", "info", "warning", "error"):
+        levels = "debug, info, warning or error"
+        raise ConfigError(f"ROLLWAY_LOG_LEVEL must be {levels}, not {args.log_level!r}")
+    if not args.metrics_port.isdigit() or int(args.metrics_port) > 65535:
+        raise ConfigError(f"ROLLWAY_METRICS_PORT must be a port number, not {args.metrics_port!r}")
+    return Settings(
+        loader_config, args.bootstrap_servers, topics, args.log_format, args.log_level,
+        int(args.metrics_port), args.metrics_address,
+    )  # fmt: skip
+
+
+def new() -> LoaderFunction:
+    """The instance func-python serves (the Knative python template's entry point)."""
+    return LoaderFunction()
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: dict[str, Any]
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+class LoaderFunction:
+    """One per process; ``handle`` runs concurrently (Knative's containerConcurrency)
+    and every pipeline step is idempotent, so concurrent or repeated deliveries
+    of one version are harmless."""
+
+    def __init__(self) -> None:
+        self.source = emit.source_name("loader")
+        self._settings: Settings | None = None
+        self._pipeline: Pipeline | None = None
+        self._emitter: emit.KafkaEmitter | None = None
+        self._ready = False
+        self._why = "not started"  # why not ready, for /health/readiness
+        self._broken = ""  # a configuration error: not alive
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    # -- lifecycle (func-python calls these) ------------------------------------
+
+    def start(self, cfg: Mapping[str, str]) -> None:
+        """Reads the configuration and opens Kafka and the store in the background.
+        Never raises: hypercorn would only log the error and serve on, unready."""
+        try:
+            settings = settings_from(cfg)
+            logs.configure(settings.log_format, settings.log_level)
+            if settings.metrics_port:
+                from prometheus_client import start_http_server
+
+                start_http_server(settings.metrics_port, settings.metrics_address)
+        except (RollwayError, OSError) as err:
+            self._broken = f"configuration: {getattr(err, 'message', err)}"
+            log.error("rollway loader function cannot start: %s", self._broken)
+            return
+        self._settings = settings
+        self._why = "opening Kafka and the store"
+        threading.Thread(target=self._open, name="rollway-loader-open", daemon=True).start()
+
+    def stop(self) -> None:
+        """Flushes and closes the Kafka producer; deliveries still in hand are not
+        acknowledged, so the KafkaSource sends them again (to another replica)."""
+        self._stopping.set()
+        with self._lock:
+            emitter, self._emitter, self._ready = self._emitter, None, False
+            self._why = "stopping"
+        if emitter is not None:
+            emitter.close()
+        log.info("rollway loader function stopped")
+
+    def alive(self) -> tuple[bool, str]:
+        return (False, self._broken) if self._broken else (True, "alive")
+
+    def ready(self) -> tuple[bool, str]:
+        with self._lock:
+            return (True, "ready") if self._ready else (False, f"not ready: {self._why}")
+
+    def _open(self) -> None:
+        delay = 1.0
+        while not self._stopping.is_set() and not self._open_once():
+            self._stopping.wait(delay)
+            delay = min(delay * 2, MAX_OPEN_BACKOFF_SECONDS)
+
+    def _open_once(self) -> bool:
+        """One attempt; True when done (ready, or broken for good)."""
+        settings = self._settings
+        assert settings is not None
+        store = redact(settings.loader.store_uri)
+        pipeline = self._pipeline
+        if pipeline is None:
+            try:
+                pipeline = Pipeline(settings.loader)
+            except InvalidArgument as err:  # ConfigError too: a bad URI or S3 setting
+                self._broken = f"configuration: {err.message}"
+                log.error("rollway loader function cannot start: %s", self._broken)
+                return True
+            except Exception as err:
+                return self._unready(f"cannot open the store {store}: {describe(err)}")
+            with self._lock:
+                self._pipeline = pipeline
+        if self._emitter is None:
+            try:
+                emitter = emit.KafkaEmitter(settings.bootstrap)
+            except Exception as err:
+                kafka = settings.bootstrap
+                return self._unready(f"Kafka at {kafka} is unreachable: {describe(err)}")
+            with self._lock:
+                if self._stopping.is_set():
+                    emitter.close()
+                    return True
+                self._emitter = emitter
+        try:
+            # A missing bucket or bad credentials fail here too, not only a dead endpoint.
+            next(iter(pipeline.store.list(PROBE_PREFIX)), None)
+        except Exception as err:
+            return self._unready(f"the store {store} is unreachable: {describe(err)}")
+        with self._lock:
+            self._ready, self._why = True, ""
+        log.info("rollway loader function ready: store %s, Kafka %s", store, settings.bootstrap)
+        return True
+
+    def _unready(self, why: str) -> bool:
+        with self._lock:
+            self._why = why
+        log.warning("rollway loader function not ready: %s", why)
+        return False
+
+    # -- requests -----------------------------------------------------------------
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") != "POST":
+            only_post = {"status": "invalid", "reason": "only POST (a CloudEvent) is accepted"}
+            await respond(send, Answer(405, only_post, ((b"allow", b"POST"),)))
+            return
+        headers = request_headers(scope.get("headers", ()))
+        refused = not_a_cloud_event(headers)
+        if refused is not None:
+            await respond(send, Answer(refused[0], {"status": "invalid", "reason": refused[1]}))
+            return
+        try:
+            body = await read_body(receive, MAX_EVENT_BYTES)
+        except ClientGone:
+            return  # no one to answer; the KafkaSource redelivers
+        dead_letter = str(scope.get("path", "/")).rstrip("/") == DEAD_LETTER_PATH
+        try:
+            answer = await asyncio.to_thread(self._deliver, headers, body, dead_letter)
+        except Exception as err:  # nothing durable happened: the KafkaSource redelivers
+            FAILURES.inc()
+            reason = describe(err)
+            log.error("delivery %s failed, answering 503: %s", shown(headers["ce-id"]), reason)
+            answer = Answer(503, {"status": "unavailable", "reason": reason})
+        await respond(send, answer)
+
+    def _deliver(self, headers: Mapping[str, str], body: bytes | None, dead_letter: bool) -> Answer:
+        """Runs in a worker thread. Raises when nothing durable happened."""
+        with self._lock:
+            pipeline, emitter, settings = self._pipeline, self._emitter, self._settings
+        if self._broken:
+            raise Unavailable(f"the loader cannot start: {self._broken}")
+        if pipeline is None or emitter is None or settings is None:
+            raise Unavailable(f"the loader is not ready: {self._why}")
+        if body is None:
+            reason = f"the HTTP body is over MAX_EVENT_BYTES ({MAX_EVENT_BYTES} bytes); not parsed"
+            decisions: list[Decision] = [Rejected(reason, source_record=clean(headers["ce-id"]))]
+        else:
+            decisions = decode_http(headers, body, pipeline.decode_config)
+        results = []
+        for decision in decisions:
+            if dead_letter:
+                result = self._abandoned(pipeline, decision, headers)
+            else:
+                result = pipeline.handle(decision)
+            emitter.send(emit.records_for(result, settings.topics, self.source))
+            record_outcome(result)
+            results.append(result)
+        return answer_for(results)
+
+    @staticmethod
+    def _abandoned(pipeline: Pipeline, decision: Decision, headers: Mapping[str, str]) -> Result:
+        """A delivery the KafkaSource gave up on gets one last run: it may have
+        been staged after all (an answer lost to a timeout). Still INCOMPLETE, it
+        is rejected for good and no longer parked, since nothing would retry it."""
+        log.warning("dead-lettered delivery %s; its last answer was %s",
+                    shown(headers["ce-id"]), last_answer(headers))  # fmt: skip
+        result = pipeline.handle(decision)
+        if result.outcome is not Outcome.RETRY:
+            return result
+        pipeline.parking.release(result.model, result.version)
+        reason = f"{gave_up_reason(headers)}; the version is still INCOMPLETE: {result.reason}"
+        return dataclasses.replace(result, outcome=Outcome.REJECTED, reason=reason, retry_at=None)
+
+
+# -- HTTP helpers (pure, or plain ASGI) ---------------------------------------------
+
+
+def request_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Lower-cased names; the last of repeated headers wins, as in CloudEvents."""
+    return {
+        bytes(name).decode("latin-1").lower(): bytes(value).decode("utf-8", "replace")
+        for name, value in raw
+    }
+
+
+def not_a_cloud_event(headers: Mapping[str, str]) -> tuple[int, str] | None:
+    """(4xx status, reason) for a request that is no binary-mode CloudEvent 1.0."""
+    if headers.get("content-type", "").strip().lower().startswith("application/cloudevents"):
+        return 415, "structured and batched CloudEvents are not accepted; use binary mode"
+    missing = [name for name in REQUIRED_HEADERS if not headers.get(name)]
+    if missing:
+        return 400, f"not a binary-mode CloudEvent: no {', '.join(missing)} header"
+    if headers["ce-specversion"] != "1.0":
+        return 400, f"CloudEvents specversion {shown(headers['ce-specversion'])} is not 1.0"
+    return None
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None if it is over ``limit`` bytes. The rest of an
+    oversized body is read and dropped: hypercorn would otherwise hold the
+    connection until shutdown, waiting for the application to take it."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message.get("type") == "http.disconnect":
+            raise ClientGone
+        chunk = bytes(message.get("body", b""))
+        size += len(chunk)
+        if size <= limit:
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks) if size <= limit else None
+
+
+async def respond(send: Send, answer: Answer) -> None:
+    body = json.dumps(answer.body, separators=(",", ":")).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *answer.headers,
+    ]
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def answer_for(results: list[Result]) -> Answer:
+    """503 if any version must be retried (the others are redone harmlessly), else 200."""
+    retry = [r.retry_at for r in results if r.outcome is Outcome.RETRY]
+    entries = []
+    for result in results:
+        entry: dict[str, Any] = {"outcome": result.outcome.value}
+        if result.model:
+            entry["model"] = result.model
+        if result.version >= 0:
+            entry["version"] = result.version
+        if result.reason:
+            entry["reason"] = scrub(result.reason)[:MAX_REASON_CHARS]
+        if result.assignment is not None:
+            entry["generation"] = result.assignment.generation
+        entries.append(entry)
+    if not retry:
+        return Answer(200, {"status": "done", "results": entries})
+    due = min((at for at in retry if at is not None), default=None)
+    wait = max(1, round(due - time.time())) if due is not None else 5
+    retry_after = ((b"retry-after", str(wait).encode()),)
+    return Answer(503, {"status": "retry", "results": entries}, retry_after)
+
+
+def gave_up_reason(headers: Mapping[str, str]) -> str:
+    """Why a delivery reached the dead-letter route, from Knative's extensions."""
+    code = headers.get("ce-knativeerrorcode", "")
+    code = code if code.isdigit() and len(code) == 3 else "unknown"
+    return f"the KafkaSource gave up on this delivery after its retries (last answer: HTTP {code})"
+
+
+def last_answer(headers: Mapping[str, str]) -> str:
+    """The failed delivery's last answer (knativeerrordata: at most 1024 bytes of
+    its body, base64), for the log; shown and scrubbed, since anyone may send it."""
+    data = headers.get("ce-knativeerrordata", "")
+    try:
+        text = base64.b64decode(data, validate=True).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        text = data
+    return shown(scrub(text), 300)
+
+
+def describe(err: BaseException) -> str:
+    """A failure for answers and logs: rollway's messages name no credential by
+    contract (loader.errors); anything else is cut short and scrubbed."""
+    if isinstance(err, RollwayError):
+        return scrub(err.message)[:MAX_REASON_CHARS]
+    return f"{type(err).__name__}: {scrub(str(err))[:200]}"
+
+
+_USERINFO = re.compile(r"(//)[^/@\s]+@")
+
+
+def scrub(text: str) -> str:
+    """``text`` without the user info of any URL in it (``//user:secret@host``)."""
+    return _USERINFO.sub(r"\1<redacted>@", text)
+
+
+def clean(text: str) -> str:
+    return text if len(text) <= MAX_ID_CHARS and text.isprintable() else shown(text)
