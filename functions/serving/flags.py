@@ -208,6 +208,41 @@ class ServerOptions:
     skip_initialize_tpu: bool = _flag(
         False, "Skip TPU initialisation.", "noop", "rollway does not use TPUs"
     )
+    # rollway only: serving what a store's assignments say (functions/serving/assigned.py)
+    assignments: str = _flag(
+        "",
+        "rollway only: a serving store URI (e.g. s3://models-serving): serve what its assignments say instead of --model_base_path/--model_config_file. Every assigned version is fetched into --cache_dir, verified against its manifest, loaded and warmed up before the server reports SERVING.",
+    )
+    models: str = _flag(
+        "",
+        "rollway only, with --assignments: comma-separated models to serve; empty serves every model that has an assignment in the store.",
+    )
+    pin_generation: int = _flag(
+        0,
+        "rollway only, with --assignments: serve exactly this generation of the assignment (of one model: --models names it, or the store holds only one), read from the generations the store keeps (20); newer generations are ignored and --follow is off. 0 serves the newest.",
+    )
+    follow: str = _flag(
+        "none",
+        "rollway only, with --assignments: 'poll' re-reads the assignments every --follow_poll_seconds, 'kafka' consumes --assignments_topic; a newer generation is fetched, loaded, its labels moved, then the versions it drops unloaded, without failing a request. 'none' keeps the startup generation.",
+    )
+    follow_poll_seconds: float = _flag(
+        5.0, "rollway only: seconds between reads of the assignments with --follow=poll."
+    )
+    kafka_bootstrap_servers: str = _flag(
+        "", "rollway only: Kafka's host:port[,host:port...], for --follow=kafka."
+    )
+    assignments_topic: str = _flag(
+        "model-assignments",
+        "rollway only: the compacted topic of AssignmentChanged events, for --follow=kafka (read from the beginning, with no consumer group).",
+    )
+    cache_dir: str = _flag(
+        "",
+        "rollway only, with --assignments: local directory of the fetched versions (<cache_dir>/<model>/<version>), verified again and reused after a restart; it holds only assigned versions (others are deleted). Empty: a new directory under $TMPDIR (default /tmp), deleted at exit.",
+    )
+    assignment_timeout_seconds: float = _flag(
+        600.0,
+        "rollway only, with --assignments: bound on reading, fetching, verifying, loading and warming up every assigned version at startup (the server exits 1 past it, naming what was not ready); while following, on waiting for a newer generation's versions to load.",
+    )
     # rollway only
     log_format: str = _flag("text", "rollway only: 'text' or 'json' (one JSON object per line).")
     log_level: str = _flag("INFO", "rollway only: DEBUG, INFO, WARNING or ERROR.")
@@ -320,8 +355,7 @@ def validate(options: ServerOptions, explicit: frozenset[str]) -> None:
         raise UsageError(
             "--batching_parameters_file is set without setting --enable_batching to true."
         )
-    if not o.model_base_path and not o.model_config_file:
-        raise UsageError("Both --model_base_path and --model_config_file are empty!")
+    _validate_assignments(o)
     if not 0 <= o.port <= 65535 or not 0 <= o.rest_api_port <= 65535:
         raise UsageError("--port and --rest_api_port must be between 0 and 65535")
     if o.port == 0 and not o.grpc_socket_path:
@@ -356,6 +390,38 @@ def validate(options: ServerOptions, explicit: frozenset[str]) -> None:
             refused = value != f.default
         if refused:
             raise UsageError(f"--{f.name} is not supported yet: {f.metadata['why']}")
+
+
+FOLLOW_MODES = ("none", "poll", "kafka")
+
+
+def _validate_assignments(o: ServerOptions) -> None:
+    """Where the models come from: --assignments, or TF Serving's two flags."""
+    if not o.assignments:
+        if not o.model_base_path and not o.model_config_file:
+            raise UsageError("Both --model_base_path and --model_config_file are empty!")
+        defaults = ServerOptions()
+        for name in ("models", "pin_generation", "follow"):
+            if getattr(o, name) != getattr(defaults, name):
+                raise UsageError(f"--{name} needs --assignments")
+        return
+    if o.model_base_path or o.model_config_file:
+        raise UsageError(
+            "--assignments cannot be combined with --model_base_path or --model_config_file: "
+            "the store's assignments say what to serve"
+        )
+    if o.follow not in FOLLOW_MODES:
+        raise UsageError(f"--follow must be none, poll or kafka, got {o.follow!r}")
+    if o.follow == "kafka" and not o.kafka_bootstrap_servers:
+        raise UsageError("--follow=kafka needs --kafka_bootstrap_servers")
+    if o.pin_generation < 0:
+        raise UsageError("--pin_generation must not be negative")
+    if o.pin_generation and len([m for m in o.models.split(",") if m.strip()]) > 1:
+        raise UsageError(
+            "--pin_generation pins the generation of one model: --models names several"
+        )
+    if o.follow_poll_seconds <= 0 or o.assignment_timeout_seconds <= 0:
+        raise UsageError("--follow_poll_seconds and --assignment_timeout_seconds must be positive")
 
 
 def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:

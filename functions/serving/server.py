@@ -5,6 +5,11 @@ config, start the gRPC server (health says NOT_SERVING), load every model's
 aspired versions (any failure exits 1 naming the model, version and cause),
 apply labels, then report SERVING. SIGTERM/SIGINT drain: health goes
 NOT_SERVING, in-flight RPCs get a grace period, then the process exits 0.
+
+With ``--assignments`` the models come from a store's assignments instead
+(``functions/serving/assigned.py``): the versions are fetched before they load,
+health and the REST port (``/v1/ready``) wait until every assigned version is
+AVAILABLE, and a failed or timed-out startup exits 1 at once.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import threading
 from collections.abc import Sequence
 from concurrent import futures
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -31,6 +36,9 @@ from functions.serving.loading import load_servable
 from functions.serving.manager import RetryPolicy
 from loader.errors import ConfigError, RollwayError
 from loader.model_config import ModelSpec, read_model_server_config, single_model_config
+
+if TYPE_CHECKING:
+    from functions.serving.assigned import AssignedModels
 
 log = logging.getLogger("rollway.serve")
 
@@ -53,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rollway ModelServer: {VERSION}\nTensorFlow Library: {tf.__version__}")
         return 0
     logs.configure(options.log_format, options.log_level)
+    if options.assignments:  # imported only here: it registers its own metrics
+        from functions.serving.assigned import AssignedModels
+
+        return _serve(options, (), AssignedModels(options))
     try:
         specs = _model_specs(options)
     except RollwayError as err:
@@ -99,7 +111,9 @@ def _batching(o: ServerOptions) -> BatchingOptions | None:
     )
 
 
-def _serve(o: ServerOptions, specs: Sequence[ModelSpec]) -> int:
+def _serve(
+    o: ServerOptions, specs: Sequence[ModelSpec], assigned: AssignedModels | None = None
+) -> int:
     try:
         batching = _batching(o)
     except RollwayError as err:
@@ -116,13 +130,15 @@ def _serve(o: ServerOptions, specs: Sequence[ModelSpec]) -> int:
         check_method=o.enable_signature_method_name_check,
         batching=batching,
     )
-    health = ModelHealth(lambda: core.manager.is_ready())  # noqa: PLW0108 (core is bound below)
+    # With assignments, ready only once startup loaded every assigned version.
+    health = ModelHealth(lambda: core.manager.is_ready() and (not assigned or assigned.ready()))
     core = ServingCore(
         load=load,
         retry=RetryPolicy(o.max_num_load_retries, max(o.load_retry_interval_micros, 0) / 1e6),
         num_load_threads=o.num_load_threads,
         allow_labels_for_unavailable=o.allow_version_labels_for_unavailable_models,
-        file_system_poll_wait_seconds=o.file_system_poll_wait_seconds,
+        # Assigned versions come only from assignments: scan the cache per config change.
+        file_system_poll_wait_seconds=0 if assigned else o.file_system_poll_wait_seconds,
         on_change=health.refresh,
     )
 
@@ -156,7 +172,7 @@ def _serve(o: ServerOptions, specs: Sequence[ModelSpec]) -> int:
     server.start()
     for address in addresses:
         log.info("Running gRPC ModelServer at %s ...", address)
-    rest = _start_rest(o, core, metrics_path) if o.rest_api_port else None
+    rest = _start_rest(o, core, metrics_path) if o.rest_api_port and not assigned else None
     if metrics_path:
         log.info(
             "Prometheus metrics at http://%s:%d%s", o.bind_address, o.rest_api_port, metrics_path
@@ -174,18 +190,41 @@ def _serve(o: ServerOptions, specs: Sequence[ModelSpec]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        core.start(specs)
+        rest = _start_models(o, core, specs, assigned, health, metrics_path) or rest
         starting = False
     except _Shutdown:
-        return _shutdown(server, rest, core, health, 0)
+        return _shutdown(server, rest, core, health, 0, assigned)
     except RollwayError as err:
         log.error("Failed to start server. Error: %s", err.message)
+        if assigned is not None:
+            # Fetches and loads still running cannot be interrupted, and the
+            # bound on startup is a promise to the orchestrator: exit now.
+            assigned.close()
+            logging.shutdown()
+            os._exit(1)
         return _shutdown(server, rest, core, health, 1)
     if o.model_config_file:
         core.watch_config_file(o.model_config_file, o.model_config_file_poll_wait_seconds)
-    log.info("serving models: %s", ", ".join(s.name for s in specs) or "(none)")
+    log.info("serving models: %s", ", ".join(s.name for s in core.manager.specs()) or "(none)")
     stop.wait()
-    return _shutdown(server, rest, core, health, 0)
+    return _shutdown(server, rest, core, health, 0, assigned)
+
+
+def _start_models(
+    o: ServerOptions,
+    core: ServingCore,
+    specs: Sequence[ModelSpec],
+    assigned: AssignedModels | None,
+    health: ModelHealth,
+    metrics_path: str | None,
+) -> Any:
+    """Loads the models; returns the REST server when it may start only now."""
+    if assigned is None:
+        core.start(specs)
+        return None
+    assigned.start(core)
+    health.refresh()
+    return _start_rest(o, core, metrics_path) if o.rest_api_port else None
 
 
 def _bind(server: grpc.Server, o: ServerOptions) -> list[str]:
@@ -262,9 +301,16 @@ def _start_rest(o: ServerOptions, core: ServingCore, metrics_path: str | None) -
 
 
 def _shutdown(
-    server: grpc.Server, rest: Any, core: ServingCore, health: ModelHealth, code: int
+    server: grpc.Server,
+    rest: Any,
+    core: ServingCore,
+    health: ModelHealth,
+    code: int,
+    assigned: AssignedModels | None = None,
 ) -> int:
     health.drain()
+    if assigned is not None:
+        assigned.close()
     if rest is not None:
         rest.close()
     server.stop(SHUTDOWN_GRACE_SECONDS).wait()

@@ -85,6 +85,16 @@ def _exit_2(
         ("bind_address", "0.0.0.0"),
         ("log_format", "text"),
         ("log_level", "INFO"),
+        # serving from assignments (rollway only)
+        ("assignments", ""),
+        ("models", ""),
+        ("pin_generation", 0),
+        ("follow", "none"),
+        ("follow_poll_seconds", 5.0),
+        ("kafka_bootstrap_servers", ""),
+        ("assignments_topic", "model-assignments"),
+        ("cache_dir", ""),
+        ("assignment_timeout_seconds", 600.0),
     ],
 )
 def test_defaults_match_tf_serving(name: str, default: Any) -> None:
@@ -386,6 +396,76 @@ def test_invalid_values(capsys: pytest.CaptureFixture[str], argv: list[str], fra
 def test_port_zero_with_a_socket() -> None:
     options = _parse(BASE, "--port=0", "--grpc_socket_path=/tmp/rollway.sock").options
     assert options.port == 0
+
+
+# ------------------------------------------------- serving from assignments
+
+STORE = "--assignments=s3://models-serving"
+
+
+def test_assignments_replace_the_model_flags() -> None:
+    options = _parse(STORE, "--models=a, b", "--follow=poll", "--follow_poll_seconds=0.5").options
+    assert (options.assignments, options.models, options.follow) == (
+        "s3://models-serving",
+        "a, b",
+        "poll",
+    )
+    assert options.follow_poll_seconds == 0.5
+
+
+def test_assignment_flags_from_the_environment() -> None:
+    env = {
+        "ROLLWAY_ASSIGNMENTS": "s3://models-serving",
+        "ROLLWAY_MODELS": "hp",
+        "ROLLWAY_PIN_GENERATION": "7",
+        "ROLLWAY_FOLLOW": "kafka",
+        "ROLLWAY_KAFKA_BOOTSTRAP_SERVERS": "kafka:9092",
+        "ROLLWAY_ASSIGNMENTS_TOPIC": "assignments",
+        "ROLLWAY_CACHE_DIR": "/cache",
+        "ROLLWAY_ASSIGNMENT_TIMEOUT_SECONDS": "120",
+    }
+    o = _parse(env=env).options
+    assert (o.assignments, o.models, o.pin_generation, o.follow) == (
+        "s3://models-serving",
+        "hp",
+        7,
+        "kafka",
+    )
+    assert (o.kafka_bootstrap_servers, o.assignments_topic, o.cache_dir) == (
+        "kafka:9092",
+        "assignments",
+        "/cache",
+    )
+    assert o.assignment_timeout_seconds == 120.0
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        ([STORE, BASE], "--assignments cannot be combined with --model_base_path"),
+        ([STORE, "--model_config_file=/m.config"], "--assignments cannot be combined"),
+        ([STORE, "--follow=sometimes"], "--follow must be none, poll or kafka"),
+        ([STORE, "--follow=kafka"], "--follow=kafka needs --kafka_bootstrap_servers"),
+        ([STORE, "--pin_generation=-1"], "--pin_generation must not be negative"),
+        ([STORE, "--pin_generation=2", "--models=a,b"], "pins the generation of one model"),
+        ([STORE, "--follow_poll_seconds=0"], "must be positive"),
+        ([STORE, "--assignment_timeout_seconds=-5"], "must be positive"),
+        ([BASE, "--models=a"], "--models needs --assignments"),
+        ([BASE, "--pin_generation=3"], "--pin_generation needs --assignments"),
+        ([BASE, "--follow=poll"], "--follow needs --assignments"),
+    ],
+)
+def test_assignment_flag_conflicts_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str
+) -> None:
+    assert fragment in _exit_2(capsys, *argv)
+
+
+def test_pin_generation_of_one_named_model_and_follow_flags_are_accepted() -> None:
+    options = _parse(STORE, "--pin_generation=3", "--models=hp", "--follow=poll").options
+    assert (options.pin_generation, options.models) == (3, "hp")
+    # Kafka settings shared with the loader's environment do not need --assignments.
+    assert _parse(BASE, env={"ROLLWAY_KAFKA_BOOTSTRAP_SERVERS": "k:9092"}).options.port == 8500
 
 
 # ---------------------------------------------------------- not supported

@@ -1,0 +1,238 @@
+"""Following newer assignment generations while serving (``--follow``).
+
+Two sources feed one loop:
+
+- ``poll`` reads each served model's assignment document every
+  ``--follow_poll_seconds``;
+- ``kafka`` reads the compacted assignments topic with its own consumer and no
+  group: every replica must see every event and must not commit offsets for the
+  others. It assigns itself every partition and reads from the beginning, so it
+  sees the newest generation of each model even if it was sent before this
+  replica started; it then keeps consuming.
+
+The loop keeps the newest generation seen per served model and hands it to
+``Target.swap``. Older and duplicate generations are dropped (every event states
+the whole desired state, so replays are harmless). Failures (the store or Kafka
+down, a generation whose versions do not fetch or load) are logged, counted and
+retried with backoff; the generation in force keeps serving meanwhile. One
+thread does all of it, so swaps never overlap.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from prometheus_client import Counter
+
+from functions.serving import metrics
+from functions.serving.flags import ServerOptions
+from loader import assignments, events
+from loader.errors import InvalidArgument, RollwayError
+from loader.schemas.rollway.v1.assignment_pb2 import AssignmentChanged
+from loader.storage import Storage
+
+log = logging.getLogger("rollway.serve.follow")
+
+RETRY_INITIAL_SECONDS = 1.0
+RETRY_MAX_SECONDS = 60.0
+KAFKA_POLL_MS = 500
+
+follow_failures = Counter(
+    ":rollway:serving:follow_failures",
+    "Failed reads or swaps while following assignments (each is retried).",
+    ["model_name"], registry=metrics.REGISTRY,
+)  # fmt: skip
+
+
+class Target(Protocol):
+    """What the loop drives: ``functions.serving.assigned.AssignedModels``."""
+
+    @property
+    def models(self) -> Sequence[str]: ...
+
+    @property
+    def store(self) -> Storage: ...
+
+    def generation(self, model: str) -> int: ...
+
+    def swap(self, new: AssignmentChanged) -> bool: ...
+
+
+@dataclass
+class _Pending:
+    assignment: AssignmentChanged
+    attempts: int = 0
+    retry_at: float = 0.0
+
+
+class Follower:
+    def __init__(self, target: Target, options: ServerOptions) -> None:
+        self._target = target
+        self._options = options
+        self._models = frozenset(target.models)
+        self._pending: dict[str, _Pending] = {}
+        self._errors: dict[str, str] = {}  # the last error logged, per source
+        self._stop = threading.Event()
+        run = self._kafka if options.follow == "kafka" else self._poll
+        self._thread = threading.Thread(target=run, name="rollway-follow", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    # ------------------------------------------------------------------ loop
+
+    def offer(self, assignment: AssignmentChanged) -> None:
+        """Keeps ``assignment`` if it is the newest generation yet of a served model."""
+        model = assignment.model
+        if model not in self._models:
+            return
+        pending = self._pending.get(model)
+        newest = max(
+            self._target.generation(model), pending.assignment.generation if pending else 0
+        )
+        if assignment.generation > newest:
+            self._pending[model] = _Pending(assignment)
+
+    def apply_due(self) -> None:
+        now = time.monotonic()
+        for model in sorted(self._pending):
+            pending = self._pending[model]
+            if pending.assignment.generation <= self._target.generation(model):
+                del self._pending[model]
+                continue
+            if pending.retry_at > now:
+                continue
+            try:
+                self._target.swap(pending.assignment)
+                del self._pending[model]
+                continue
+            except RollwayError as err:
+                message = err.message
+            except Exception as err:  # a bug must not end following
+                log.exception("swapping %s failed", model)
+                message = f"{type(err).__name__}: {err}"
+            pending.attempts += 1
+            delay = min(RETRY_MAX_SECONDS, RETRY_INITIAL_SECONDS * 2 ** (pending.attempts - 1))
+            pending.retry_at = time.monotonic() + delay
+            follow_failures.labels(model).inc()
+            log.error(
+                "generation %d of model %s not applied (attempt %d; retry in %.0fs); generation "
+                "%d keeps serving: %s",
+                pending.assignment.generation, model, pending.attempts, delay,
+                self._target.generation(model), message,
+                extra={"fields": {"event": "assignment_swap_failed", "model": model,
+                                  "generation": pending.assignment.generation,
+                                  "attempt": pending.attempts, "reason": message}},
+            )  # fmt: skip
+
+    def _failed(self, source: str, model: str, message: str) -> None:
+        """Counts every failure; logs it when it differs from the source's last one."""
+        follow_failures.labels(model).inc()
+        if self._errors.get(source) != message:
+            self._errors[source] = message
+            log.error("%s (retrying)", message)
+
+    def _recovered(self, source: str) -> None:
+        if self._errors.pop(source, None) is not None:
+            log.info("%s works again", source)
+
+    # ------------------------------------------------------------------ poll
+
+    def _poll(self) -> None:
+        store = self._target.store
+        while not self._stop.wait(self._options.follow_poll_seconds):
+            for model in sorted(self._models):
+                source = f"reading the assignment of {model} in {store.uri}"
+                try:
+                    document = assignments.read(store, model)
+                except RollwayError as err:
+                    self._failed(source, model, f"{source} failed: {err.message}")
+                    continue
+                except Exception as err:  # a bug must not end following
+                    self._failed(source, model, f"{source} failed: {type(err).__name__}: {err}")
+                    continue
+                self._recovered(source)
+                if document is not None:
+                    self.offer(document.current)
+            self.apply_due()
+
+    # ----------------------------------------------------------------- kafka
+
+    def _kafka(self) -> None:
+        o = self._options
+        source = f"consuming {o.assignments_topic} from {o.kafka_bootstrap_servers}"
+        while not self._stop.is_set():
+            try:
+                self._consume(source)
+            except Exception as err:  # kafka-python raises many types; retry them all
+                self._failed(source, "", f"{source} failed: {type(err).__name__}: {err}")
+                self._stop.wait(RETRY_INITIAL_SECONDS)
+            self.apply_due()
+
+    def _consume(self, source: str) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        o = self._options
+        consumer = KafkaConsumer(
+            bootstrap_servers=o.kafka_bootstrap_servers.split(","), group_id=None,
+            enable_auto_commit=False, client_id=f"rollway-serve-{socket.gethostname()}",
+        )  # fmt: skip
+        try:
+            partitions: list[Any] = []
+            while not self._stop.is_set():
+                if not partitions:
+                    found = consumer.partitions_for_topic(o.assignments_topic)
+                    if found:
+                        partitions = [TopicPartition(o.assignments_topic, p) for p in sorted(found)]
+                        consumer.assign(partitions)
+                        consumer.seek_to_beginning(*partitions)
+                        self._recovered(source)
+                        log.info("following %s (%d partitions)", source, len(partitions))
+                    else:
+                        self._failed(source, "", f"{source}: the topic does not exist yet")
+                        self._stop.wait(RETRY_INITIAL_SECONDS)
+                if partitions:
+                    for records in consumer.poll(timeout_ms=KAFKA_POLL_MS).values():
+                        for record in records:
+                            self._offer_record(record)
+                self.apply_due()
+        finally:
+            consumer.close()
+
+    def _offer_record(self, record: Any) -> None:
+        kind = events.header(list(record.headers or ()), "ce_type")
+        if record.value is None or kind not in (None, events.ASSIGNMENT_CHANGED):
+            return  # a tombstone, or another event type
+        try:
+            assignment = events.decode_data(record.value, AssignmentChanged())
+        except InvalidArgument as err:
+            where = f"{record.topic}/{record.partition}@{record.offset}"
+            follow_failures.labels("").inc()
+            log.warning("ignoring record %s: %s", where, err.message)
+            return
+        self.offer(assignment)
+
+
+def start(target: Target, options: ServerOptions) -> Follower | None:
+    """Starts following as ``--follow`` says; None for ``none`` or a pinned generation."""
+    if options.follow == "none":
+        return None
+    if options.pin_generation:
+        log.info(
+            "--pin_generation=%d: serving that generation; --follow=%s is off",
+            options.pin_generation, options.follow,
+        )  # fmt: skip
+        return None
+    follower = Follower(target, options)
+    follower.start()
+    return follower
