@@ -44,6 +44,7 @@ FLAGS: dict[str, tuple[str, str, str]] = {
     "retry-max-seconds": ("ROLLWAY_RETRY_MAX_SECONDS", "300", "longest retry delay"),
     "workers": ("ROLLWAY_LOADER_WORKERS", "8", "files verified and copied in parallel"),
     "session-timeout-ms": ("ROLLWAY_KAFKA_SESSION_TIMEOUT_MS", "10000", "consumer group session timeout"),
+    "fetch-max-wait-ms": ("ROLLWAY_KAFKA_FETCH_MAX_WAIT_MS", "50", "longest a fetch waits for new records: bounds publish-to-assignment latency"),
     "metrics-port": ("ROLLWAY_METRICS_PORT", "0", "serve Prometheus metrics on this port (0 = off)"),
     "metrics-address": ("ROLLWAY_METRICS_ADDRESS", "0.0.0.0", "address for the metrics port"),
     "log-format": ("ROLLWAY_LOG_FORMAT", "text", "text or json (one JSON object per line)"),
@@ -113,6 +114,7 @@ def config_from(args: argparse.Namespace) -> tuple[LoaderConfig, ConsumerConfig,
     consumer = ConsumerConfig(
         bootstrap=args.bootstrap_servers, topic=args.topic, group=args.group,
         session_timeout_ms=int(number("session-timeout-ms")),
+        fetch_max_wait_ms=int(number("fetch-max-wait-ms")),
     )  # fmt: skip
     topics = emit.Topics(args.assignments_topic, args.dead_letter_topic, args.staged_topic)
     return loader, consumer, topics

@@ -43,6 +43,9 @@ class ConsumerConfig:
     group: str = "rollway-loader"
     session_timeout_ms: int = 10000
     poll_timeout_ms: int = 500
+    # How long the broker may hold a fetch open when there is nothing to read: it
+    # bounds the publish-to-assignment latency (kafka-python's default is 500 ms).
+    fetch_max_wait_ms: int = 50
     retry_scan_seconds: float = 5.0  # how often parked versions are checked
     failure_backoff_seconds: float = 2.0
 
@@ -117,6 +120,7 @@ class LoaderConsumer:
             session_timeout_ms=c.session_timeout_ms,
             heartbeat_interval_ms=c.session_timeout_ms // 4,
             max_poll_records=16, client_id=self.source,
+            fetch_max_wait_ms=c.fetch_max_wait_ms, allow_auto_create_topics=False,
         )  # fmt: skip
         next_scan = 0.0
         log.info("loader consuming %s as group %s", c.topic, c.group)

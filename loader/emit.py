@@ -78,24 +78,45 @@ def _subject(result: Result) -> str:
 
 class KafkaEmitter:
     """Sends records with kafka-python, waiting for the broker's acks (acks=all):
-    ``send`` returns only once every record is durable, or raises."""
+    ``send`` returns only once every record is durable, or raises.
+
+    Idempotent production is off: duplicates are harmless here by design (every
+    event states whole state), and an idempotent producer whose id the broker
+    forgot (a broker restart) stays in a permanent error state. For the same
+    reason a failed send discards the producer; the next send builds a new one."""
 
     def __init__(self, bootstrap: str, timeout_s: float = 30.0) -> None:
+        self._bootstrap = bootstrap
+        self._timeout = timeout_s
+        self._producer: Any = None
+        self._connect()
+
+    def _connect(self) -> None:
         from kafka import KafkaProducer
 
-        self._timeout = timeout_s
-        self._producer: Any = KafkaProducer(
-            bootstrap_servers=bootstrap.split(","), acks="all", retries=5,
-            request_timeout_ms=int(timeout_s * 1000), max_block_ms=int(timeout_s * 1000),
+        self._producer = KafkaProducer(
+            bootstrap_servers=self._bootstrap.split(","), acks="all", retries=5,
+            enable_idempotence=False, request_timeout_ms=int(self._timeout * 1000),
+            max_block_ms=int(self._timeout * 1000),
         )  # fmt: skip
 
     def send(self, records: list[tuple[str, KafkaRecord]]) -> None:
-        futures = [
-            self._producer.send(topic, key=r.key, value=r.value, headers=r.headers)
-            for topic, r in records
-        ]
-        for future in futures:
-            future.get(self._timeout)
+        if not records:
+            return
+        if self._producer is None:
+            self._connect()
+        try:
+            futures = [
+                self._producer.send(topic, key=r.key, value=r.value, headers=r.headers)
+                for topic, r in records
+            ]
+            for future in futures:
+                future.get(self._timeout)
+        except Exception:
+            producer, self._producer = self._producer, None
+            producer.close(0)
+            raise
 
     def close(self) -> None:
-        self._producer.close(self._timeout)
+        if self._producer is not None:
+            self._producer.close(self._timeout)

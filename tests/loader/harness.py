@@ -36,10 +36,12 @@ class Topics:
     dead_letter: str
 
     @classmethod
-    def fresh(cls, kafka: TansuBroker) -> Topics:
+    def fresh(cls, kafka: TansuBroker, partitions: int = 1) -> Topics:
+        """New topics; the publish topic gets ``partitions``, the others one each."""
         tag = uuid.uuid4().hex[:8]
         topics = cls(f"publish-{tag}", f"assignments-{tag}", f"dead-{tag}")
-        kafka.create_topics(topics.publish, topics.assignments, topics.dead_letter)
+        kafka.create_topics(topics.publish, partitions=partitions)
+        kafka.create_topics(topics.assignments, topics.dead_letter)
         return topics
 
 
