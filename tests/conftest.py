@@ -13,8 +13,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from functions.devstack.seaweedfs import TEST_BUCKET, SeaweedFS
 from functions.serving.process import ServerProcess
-from tests.s3server import TEST_BUCKET, SeaweedFS
 
 # Fixtures kept in their own modules: stores (``backend``) and the Kafka broker.
 pytest_plugins = ["tests.stores", "tests.kafka_broker"]

@@ -71,9 +71,9 @@ class Bench:
     def _start(self, root: Path) -> None:
         from kafka import KafkaConsumer, KafkaProducer
 
+        from functions.devstack.seaweedfs import SeaweedFS
         from tests.kafka_broker import TansuBroker
         from tests.loader.harness import Stack, Topics, subprocess_env
-        from tests.s3server import SeaweedFS
 
         self.weed = SeaweedFS(root / "weed")
         self._stops.append(self.weed.stop)

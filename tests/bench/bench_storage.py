@@ -168,10 +168,10 @@ Row = Callable[[str, float, float, str, float, float], None]
 def measure_s3(
     root: Path, source: Path, paths: list[Path], args: argparse.Namespace, row: Row
 ) -> None:
+    from functions.devstack.seaweedfs import SeaweedFS
     from loader.publish import publish_version
     from loader.storage import open_storage
     from loader.verify import Verdict, verify_version
-    from tests.s3server import SeaweedFS
 
     with SeaweedFS(root / "weed") as weed:
         bucket = weed.create_bucket("bench")

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from functions.devstack.seaweedfs import SeaweedFS
 from loader.events import ASSIGNMENT_CHANGED, VERSION_REJECTED, encode_model_published
 from loader.schemas.rollway.v1.events_pb2 import ModelPublished
 from loader.storage import open_storage
@@ -28,7 +29,6 @@ from tests.loader.harness import (
     rejections_in,
     subprocess_env,
 )
-from tests.s3server import SeaweedFS
 
 pytestmark = pytest.mark.integration
 SHARED_EVENTS = Path(__file__).resolve().parents[3] / "shared" / "events"

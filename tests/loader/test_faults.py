@@ -39,6 +39,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.partitioner.default import murmur2
 
+from functions.devstack.seaweedfs import REGION, TEST_BUCKET, SeaweedFS
 from loader import assignments as documents
 from loader.assignments import ASSIGNMENTS_DIR
 from loader.events import encode_model_published
@@ -52,7 +53,6 @@ from loader.verify import Verdict, verify_version
 from tests.conftest import HALF_PLUS_TWO
 from tests.kafka_broker import TansuBroker
 from tests.loader.harness import TIMEOUT, Stack, Topics, Watcher, assignments_in, subprocess_env
-from tests.s3server import REGION, TEST_BUCKET, SeaweedFS
 
 pytestmark = pytest.mark.integration
 

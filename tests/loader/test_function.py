@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from functions.devstack.seaweedfs import TEST_BUCKET, SeaweedFS
 from functions.serving.process import LOOPBACK, free_port
 from loader.decode import MAX_EVENT_BYTES
 from loader.events import VERSION_REJECTED, encode_model_published
@@ -44,7 +45,6 @@ from tests.loader.harness import (
     rejections_in,
     subprocess_env,
 )
-from tests.s3server import TEST_BUCKET, SeaweedFS
 
 pytestmark = pytest.mark.integration
 SHARED_EVENTS = Path(__file__).resolve().parents[3] / "shared" / "events"

