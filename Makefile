@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) -m tests.bench.bench_batching
 	$(PY) -m tests.bench.bench_storage
 	$(PY) -m tests.bench.bench_loader
+	$(PY) -m tests.bench.bench_serving_assigned
 
 clean:
 	rm -rf $(VENV) tests/bench/results/*.tmp .mypy_cache .ruff_cache .pytest_cache

@@ -186,6 +186,9 @@ class Follower:
         consumer = KafkaConsumer(
             bootstrap_servers=o.kafka_bootstrap_servers.split(","), group_id=None,
             enable_auto_commit=False, client_id=f"rollway-serve-{socket.gethostname()}",
+            # A new generation should reach the replica promptly: the broker may
+            # hold an empty fetch this long (kafka-python's default is 500 ms).
+            fetch_max_wait_ms=50, allow_auto_create_topics=False,
         )  # fmt: skip
         try:
             partitions: list[Any] = []
