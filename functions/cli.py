@@ -40,6 +40,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "functions.models_cmd:rollback_main",
         "go back to the previous generation's versions and labels, and pin them",
     ),
+    "up": (
+        "functions.up_cmd",
+        "run S3, Kafka, the loader and a serving replica locally (127.0.0.1) until Ctrl-C",
+    ),
+    "rollout": (
+        "functions.rollout_cmd",
+        "Knative revisions per generation: status, promote, rollback, run (the consumer)",
+    ),
 }
 
 

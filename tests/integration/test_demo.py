@@ -1,27 +1,52 @@
-"""`make demo` runs the real pipeline end to end: keep it working."""
+"""`make demo` runs the whole pipeline (S3, Kafka, loader, publish, a following
+replica, a rollout under load): run it exactly as `make demo` does, and keep it working."""
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.integration
 
-def test_demo_serves_and_predicts() -> None:
+
+def test_demo_publishes_serves_and_rolls_out_without_failed_requests() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "functions.demo"],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=240,
         check=False,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
-    assert "SERVING after" in out
+    assert result.returncode == 0, out + result.stderr
+    for started in ("tansu ", "SeaweedFS ", "rollway loader (pid", "rollway serve --follow=kafka"):
+        assert started in out
+    assert "sent ModelPublished to topic 'model-publish'" in out
+    # v1, y = 3*x0 - 2*x1 + 0.5, through TF Serving's gRPC API
     assert "model_spec: name=demo version=1 signature=serving_default" in out
-    # y = 3*x0 - 2*x1 + 0.5
     assert "x=[1.0, 2.0] -> y=-0.5" in out
     assert "x=[0.5, -1.0] -> y=4" in out
-    assert "stopped the server cleanly (exit code 0)" in out
+    # v2, y = 4*x0 - 2*x1 + 1.5, rolled out through the assignments topic
+    assert re.search(r"AssignmentChanged on topic model-assignments: model=demo generation=2 ", out)
+    assert "predictions changed: version 1 y=[-0.5, 4.0] -> version 2 y=[1.5, 5.5]" in out
+    assert "\n      0 failed requests\n" in out
+    assert "demo OK" in out
+    # Every child was stopped by PID, and none survives.
+    pids = [int(p) for p in re.findall(r"\bpid (\d+)", out)]
+    assert len(set(pids)) >= 4
+    assert not [pid for pid in pids if _alive(pid)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

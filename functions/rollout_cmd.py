@@ -1,0 +1,268 @@
+"""``rollway rollout status|promote|rollback|run``: a model's Knative Services
+as the rollout function manages them (``functions/rollout``).
+
+``rollback`` moves traffic back AND the assignment: the assignment becomes the
+generation of the revision that gets the traffic again (a new generation,
+pinned, through ``models_cmd``'s operator path), and that generation is
+recorded on the Service as taken, so that its AssignmentChanged does not roll
+forward again. Kubernetes credentials come the client's default way: in a pod
+its ServiceAccount, elsewhere ``KUBECONFIG`` (or ~/.kube/config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from functions import models_cmd
+from functions.rollout import apply, plan
+from functions.rollout.consumer import ConsumerConfig, RolloutConsumer
+from functions.rollout.service import Service, generation_of
+from functions.rollout.settings import CONSUMER_FLAGS, FLAGS, config_from, services_for
+from functions.rollout.status import status_json, status_text
+from functions.serving import logs
+from loader import assignments
+from loader.assign import OperatorIntents, known_versions, rollback_intents
+from loader.errors import (
+    ConfigError,
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    RollwayError,
+)
+from loader.schemas.rollway.v1.assignment_pb2 import AssignmentDocument
+from loader.storage import open_storage, redact
+
+log = logging.getLogger("rollway.rollout")
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = models_cmd.EXIT_OK, models_cmd.EXIT_ERROR, models_cmd.EXIT_USAGE
+# Tests replace it with a fake CustomObjectsApi.
+api_factory: Callable[[], apply.ServicesApi] = apply.load_api
+
+_EPILOG = """\
+Every flag can be set by the environment variable shown; a flag wins.
+exit status: 0 done (or nothing to change), 1 the API, the store or Kafka failed,
+2 usage error or refused (no canary to promote, nothing to roll back to, forbidden)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rollway rollout", epilog=_EPILOG, formatter_class=argparse.RawTextHelpFormatter,
+        description="Roll out assignments as Knative revisions: status, promote, rollback, run.",
+    )  # fmt: skip
+    sub = parser.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("status", "a model's Services: revisions, traffic, generation, readiness"),
+        ("promote", "100%% to the canary (or candidate) revision; it becomes stable"),
+        ("rollback", "traffic back to the previous revision, and the assignment to its generation"),
+        ("run", "consume AssignmentChanged and roll each out (a Kafka consumer)"),
+    ):
+        command = sub.add_parser(action, help=text, description=text, epilog=_EPILOG,
+                                 formatter_class=argparse.RawTextHelpFormatter)  # fmt: skip
+        if action != "run":
+            command.add_argument("model")
+        if action in ("status", "promote"):  # rollback gets it from models_cmd._common
+            command.add_argument("--json", action="store_true", help="print JSON on stdout")
+        for flag, (env, default, help_) in FLAGS.items():
+            if flag == "service":
+                alone = "; SERVICE alone names MODEL's" if action != "run" else ""
+                command.add_argument("--service", action="append", default=[],
+                                     help=f"{help_}{alone} [{env}]")  # fmt: skip
+            elif (
+                flag == "namespace"
+                or action == "run"
+                or (action == "status" and flag in ("strategy", "canary-percent"))
+            ):
+                command.add_argument(f"--{flag}", default=os.environ.get(env, default),
+                                     help=f"{help_} [{env}]")  # fmt: skip
+        if action == "run":
+            for flag, (env, default, help_) in CONSUMER_FLAGS.items():
+                command.add_argument(f"--{flag}", default=os.environ.get(env, default),
+                                     help=f"{help_} [{env}]")  # fmt: skip
+        if action == "rollback":
+            models_cmd._common(command, write=True)  # --store, Kafka: as `rollway rollback`
+            command.add_argument("--traffic-only", action="store_true",
+                                 help="move traffic only, not the assignment")  # fmt: skip
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    prog = f"rollway rollout {args.action}"
+    try:
+        if args.action == "run":
+            return _run(args)
+        mapped = [s for s in args.service if "=" in s]
+        config = config_from(_values(args), mapped)
+        bare = tuple(s for s in args.service if "=" not in s)
+        services = bare or services_for(args.model, config)
+        api = api_factory()
+        if args.action == "status":
+            return _status(api, config.namespace, services, config.strategy, args.json)
+        if args.action == "promote":
+            return _each(api, config.namespace, services, plan.promote, args.json)
+        return _rollback(prog, api, args, config.namespace, services)
+    except (models_cmd.Refused, InvalidArgument, FailedPrecondition) as err:
+        print(f"{prog}: {err.message}", file=sys.stderr)
+        return EXIT_USAGE
+    except RollwayError as err:
+        print(f"{prog}: {err.message}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(err, PermissionDenied) else EXIT_ERROR
+    except Exception as err:  # a backend's own error: one line, never a raw store URI
+        store = getattr(args, "store", "") or "\0"
+        text = str(err).replace(store, redact(store))
+        print(f"{prog}: {type(err).__name__}: {text}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _values(args: argparse.Namespace) -> dict[str, str]:
+    """The flags for ``config_from``; ``--service`` entries are passed apart and
+    its variable is read here (argparse's append takes no default from it)."""
+    values = {k: v for k, v in vars(args).items() if isinstance(v, str)}
+    values["service"] = os.environ.get(FLAGS["service"][0], "")
+    return values
+
+
+def _status(
+    api: apply.ServicesApi, namespace: str, services: Sequence[str], default: plan.Strategy,
+    as_json: bool,
+) -> int:  # fmt: skip
+    found = []
+    for name in services:
+        service = apply.get(api, namespace, name)
+        if service is None:
+            raise FailedPrecondition(f"no Service {namespace}/{name}")
+        found.append(status_json(service, default))
+    print(json.dumps({"services": found}) if as_json else "\n\n".join(map(status_text, found)))
+    return EXIT_OK
+
+
+def _each(
+    api: apply.ServicesApi, namespace: str, services: Sequence[str],
+    step: Callable[[Service], Service], as_json: bool,
+) -> int:  # fmt: skip
+    """Applies ``step`` (a plan of the current Service) to each Service."""
+    done = []
+    for name in services:
+        applied = apply.apply(api, namespace, name, lambda s: None if s is None else step(s))
+        if applied.outcome is apply.Outcome.ABSENT:
+            raise FailedPrecondition(f"no Service {namespace}/{name}")
+        assert applied.service is not None
+        done.append(status_json(applied.service, plan.Strategy()))
+        print(f"Service {namespace}/{name}: {applied.outcome.value}", file=sys.stderr)
+    print(json.dumps({"services": done}) if as_json else "\n\n".join(map(status_text, done)))
+    return EXIT_OK
+
+
+def _rollback(
+    prog: str, api: apply.ServicesApi, args: argparse.Namespace, namespace: str,
+    services: Sequence[str],
+) -> int:  # fmt: skip
+    targets = {}
+    for name in services:
+        current = apply.get(api, namespace, name)
+        if current is None:
+            raise FailedPrecondition(f"no Service {namespace}/{name}")
+        targets[name] = generation_of(name, plan.rollback_target(current))
+    if len(set(targets.values())) > 1:
+        raise FailedPrecondition(f"the Services of {args.model} would roll back to different "
+                                 f"generations ({targets}): roll them back one by one")  # fmt: skip
+    taken = None
+    if not args.traffic_only:
+        taken = _rollback_assignment(prog, args, next(iter(targets.values()), None))
+    step = lambda s: plan.rollback(s, generation=taken)  # noqa: E731
+    return _each(api, namespace, services, step, args.json)
+
+
+def _rollback_assignment(prog: str, args: argparse.Namespace, generation: int | None) -> int:
+    """Commits the assignment rollback to ``generation`` (None: the previous
+    generation, as ``rollway rollback``); sends it when Kafka is given. Returns
+    the generation now in force."""
+    if not args.store:
+        raise ConfigError("--store (or ROLLWAY_STORE) is required, or --traffic-only")
+    cause = f"rollway rollout rollback by {models_cmd._user()}@{socket.gethostname()}"
+    now = datetime.datetime.now(datetime.timezone.utc)
+    try:
+        storage = open_storage(args.store)
+    except ImportError as err:
+        raise ConfigError(f"no storage backend for {redact(args.store)} ({err})") from None
+    try:
+        update = models_cmd._update(args.model, _rollback_edit(generation), cause, now)
+        document = assignments.commit(storage, assignments.check_model(args.model), update)
+        if document is None:  # already there, e.g. a second run after a failed patch
+            document = assignments.read(storage, args.model)
+            assert document is not None  # _update refuses a model without one
+            print(f"model {args.model}: assignment unchanged", file=sys.stderr)
+            return document.current.generation
+    except RollwayError as err:
+        err.message = f"{redact(args.store)}: {err.message}"  # name the store, redacted
+        raise
+    finally:
+        storage.close()
+    generation_now = document.current.generation
+    print(f"model {args.model}: assignment generation {generation_now} committed", file=sys.stderr)
+    if args.kafka_bootstrap_servers:
+        try:
+            models_cmd.send_assignment(
+                args.kafka_bootstrap_servers, args.assignments_topic, document.current
+            )
+        except Exception as err:  # committed anyway; the traffic still has to move
+            print(f"{prog}: AssignmentChanged of generation {generation_now} could not be sent: "
+                  f"{err}", file=sys.stderr)  # fmt: skip
+    return generation_now
+
+
+def _rollback_edit(generation: int | None) -> models_cmd.Edit:
+    """``rollway rollback``'s edit, aimed at ``generation`` instead of history[0]."""
+
+    def edit(document: AssignmentDocument) -> tuple[OperatorIntents, models_cmd.Known]:
+        if generation is None:
+            return models_cmd._rollback_edit(document)
+        if generation == document.current.generation:
+            return OperatorIntents.from_document(document), None
+        target = next((h for h in document.history if h.generation == generation), None)
+        if target is None:
+            raise FailedPrecondition(
+                f"generation {generation} of model {document.current.model} is not in the "
+                f"assignment's history (the last {assignments.HISTORY_LIMIT}); use --traffic-only"
+            )
+        aimed = AssignmentDocument()  # rollback_intents goes to history[0]: make it the target
+        aimed.CopyFrom(document)
+        del aimed.history[:]
+        aimed.history.append(target)
+        return rollback_intents(aimed), known_versions(document, first=target)
+
+    return edit
+
+
+def _run(args: argparse.Namespace) -> int:
+    logs.configure(args.log_format, args.log_level)
+    try:
+        rollout = config_from(_values(args), args.service)
+        if not args.bootstrap_servers:
+            raise ConfigError(f"--bootstrap-servers ({CONSUMER_FLAGS['bootstrap-servers'][0]}) "
+                              "is required")  # fmt: skip
+        resync = float(args.resync_seconds)
+        api = api_factory()
+    except (RollwayError, ValueError) as err:
+        print(f"rollway rollout run: {getattr(err, 'message', err)}", file=sys.stderr)
+        return EXIT_USAGE
+    consumer_config = ConsumerConfig(args.bootstrap_servers, args.assignments_topic, args.group,
+                                     resync_seconds=resync)  # fmt: skip
+    consumer = RolloutConsumer(api, rollout, consumer_config)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: finishing the record in hand, then stopping", signum)
+        consumer.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    consumer.run()
+    return EXIT_OK

@@ -1,0 +1,170 @@
+"""The rollout as a Knative function: the sink that a KafkaSource on the
+assignments topic POSTs each record to (binary-mode CloudEvents: the record's
+own ``dev.rollway.assignment.changed.v1``, or ``dev.knative.kafka.event``
+wrapping a plain record), served by func-python's ASGI middleware.
+
+The answer is the whole contract with the KafkaSource, which retries 5xx, 404,
+408, 409 and 429 with backoff, then hands the delivery to its dead-letter
+sink, and drops every other 4xx at once:
+
+- 200: done for good: every Service of the model rolled out, or nothing to do
+  (another event type, a tombstone, a generation already taken, no Service),
+  or refused for good (a bad annotation, a Service of another model; logged).
+- 503: try again later: the Kubernetes API unreachable or the Service kept
+  changing (``failed``), or the function not ready.
+- 400: not a binary-mode CloudEvent, or a body that can never be an
+  AssignmentChanged; 415 for structured or batched CloudEvents; 405 for any
+  method but POST.
+
+The body is ``{"status": ..., "reason": ..., "results": [{"service",
+"outcome", "generation", "revision", "reason"}]}``. Kubernetes calls block, so
+they run in a worker thread (``asyncio.to_thread``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import asdict
+from typing import Any
+
+from functions.rollout import apply, handler
+from functions.rollout.settings import RolloutConfig, config_from_env
+from functions.serving import logs
+from loader.decode import MAX_EVENT_BYTES
+from loader.errors import RollwayError
+
+log = logging.getLogger("rollway.rollout")
+
+Scope = Mapping[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Answer = tuple[int, dict[str, Any]]
+
+REQUIRED_HEADERS = ("ce-specversion", "ce-id", "ce-source", "ce-type")
+
+
+def new() -> RolloutFunction:
+    """The instance func-python serves (the Knative python template's entry point)."""
+    return RolloutFunction()
+
+
+class RolloutFunction:
+    """One per process. Concurrent deliveries are safe (every write is a
+    conditional patch, retried on conflict), but keep the KafkaSource's
+    delivery ordered so that a model's generations arrive in order."""
+
+    def __init__(self, api_factory: Callable[[], apply.ServicesApi] = apply.load_api) -> None:
+        self._api_factory = api_factory
+        self._api: apply.ServicesApi | None = None
+        self._config: RolloutConfig | None = None
+        self._broken = "not started"
+
+    def start(self, cfg: Mapping[str, str]) -> None:
+        """Reads the configuration and the Kubernetes credentials; never raises
+        (hypercorn would only log it): a problem makes ``alive()`` false."""
+        try:
+            logs.configure(
+                cfg.get("ROLLWAY_LOG_FORMAT", "json"), cfg.get("ROLLWAY_LOG_LEVEL", "info")
+            )
+            self._config = config_from_env(cfg)
+            self._api = self._api_factory()
+        except (RollwayError, OSError, ValueError) as err:
+            self._broken = f"configuration: {getattr(err, 'message', err)}"
+            log.error("rollway rollout function cannot start: %s", self._broken)
+            return
+        self._broken = ""
+        log.info("rollway rollout function ready: namespace %s", self._config.namespace)
+
+    def stop(self) -> None:
+        log.info("rollway rollout function stopped")
+
+    def alive(self) -> tuple[bool, str]:
+        return (
+            (False, self._broken) if self._broken.startswith("configuration") else (True, "alive")
+        )
+
+    def ready(self) -> tuple[bool, str]:
+        return (False, f"not ready: {self._broken}") if self._broken else (True, "ready")
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") != "POST":
+            only = {"status": "invalid", "reason": "only POST (a CloudEvent) is accepted"}
+            await respond(send, (405, only), ((b"allow", b"POST"),))
+            return
+        headers = {
+            bytes(k).decode("latin-1").lower(): bytes(v).decode("latin-1")
+            for k, v in scope.get("headers", ())
+        }
+        refused = not_a_cloud_event(headers)
+        if refused is not None:
+            await respond(send, (refused[0], {"status": "invalid", "reason": refused[1]}))
+            return
+        body = await read_body(receive, MAX_EVENT_BYTES)
+        if body is None:
+            too_big = f"the body is over {MAX_EVENT_BYTES} bytes"
+            await respond(send, (400, {"status": "invalid", "reason": too_big}))
+            return
+        try:
+            answer = await asyncio.to_thread(self.deliver, headers, body)
+        except Exception as err:  # nothing durable happened: the KafkaSource redelivers
+            reason = getattr(err, "message", None) or f"{type(err).__name__}: {err}"
+            log.error("delivery %s failed, answering 503: %s", headers["ce-id"][:200], reason)
+            answer = (503, {"status": "unavailable", "reason": reason[:500]})
+        await respond(send, answer)
+
+    def deliver(self, headers: Mapping[str, str], body: bytes) -> Answer:
+        """Runs in a worker thread; raises when the delivery must be retried."""
+        if self._api is None or self._config is None:
+            raise RuntimeError(f"the rollout function is not ready: {self._broken}")
+        decoded = handler.decode_http(headers, body)
+        if isinstance(decoded, handler.Skip):
+            status = "invalid" if decoded.malformed else "ignored"
+            return (400 if decoded.malformed else 200), {"status": status, "reason": decoded.reason}
+        reports = handler.roll_out(self._api, self._config, decoded)
+        return 200, {"status": "done", "results": results(reports)}
+
+
+def results(reports: Iterable[handler.Report]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in asdict(r).items() if v not in ("", None)} for r in reports]
+
+
+def not_a_cloud_event(headers: Mapping[str, str]) -> tuple[int, str] | None:
+    if headers.get("content-type", "").startswith("application/cloudevents"):
+        return 415, "structured or batched CloudEvents are not accepted: use binary mode"
+    missing = [name for name in REQUIRED_HEADERS if not headers.get(name)]
+    if missing:
+        return 400, f"not a binary-mode CloudEvent: no {', '.join(missing)} header"
+    if headers["ce-specversion"] != "1.0":
+        return 400, "CloudEvents specversion is not 1.0"
+    return None
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request body, or None if it is over ``limit`` bytes (the rest is
+    read and dropped, so that the connection is not held)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message.get("type") == "http.disconnect":
+            return None
+        chunk = bytes(message.get("body", b""))
+        size += len(chunk)
+        if size <= limit:
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks) if size <= limit else None
+
+
+async def respond(send: Send, answer: Answer, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    body = json.dumps(answer[1], separators=(",", ":")).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": answer[0], "headers": headers})
+    await send({"type": "http.response.body", "body": body})
