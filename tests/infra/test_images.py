@@ -176,8 +176,8 @@ def test_loader_image_has_no_tensorflow() -> None:
         assert not re.search(r"pip install[^&]*\btensorflow\b", without_api)
 
 
-def test_loader_dependency_filter_drops_tensorflow() -> None:
-    """Run the loader image's own filter on pyproject.toml, here."""
+def _loader_requirements() -> set[str]:
+    """The names the loader image installs: its own filter run on pyproject.toml, here."""
     instructions = parse(IMAGES / "loader.Containerfile")
     install = instructions[_index(instructions, "RUN .*-r")].argument
     match = re.search(r'python -c "(.*?)" >', install)
@@ -188,9 +188,32 @@ def test_loader_dependency_filter_drops_tensorflow() -> None:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(code, "loader.Containerfile", "exec"), {})
-    names = {re.split(r"[<>=!~ ;\[]", line)[0].lower() for line in out.getvalue().splitlines()}
+    lines = [*out.getvalue().splitlines(), *re.findall(r'echo "([^"]+)" >>', install)]
+    return {_name(line) for line in lines}
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~ ;\[]", requirement)[0].lower()
+
+
+def test_loader_dependency_filter_drops_tensorflow() -> None:
+    names = _loader_requirements()
     assert names and not {n for n in names if n.startswith("tensorflow")}
-    assert {"boto3", "kafka-python", "cloudevents", "protobuf"} <= names
+    assert {"boto3", "kafka-python", "cloudevents", "protobuf", "func-python"} <= names
+
+
+def test_loader_image_has_what_the_rollout_function_needs() -> None:
+    """The same image runs functions.rollout_function (infra/base/rollout.yaml):
+    the project's "rollout" extra, and every dependency of the function project
+    (whose list tests/rollout checks against the function's imports)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+, as the image's own filter
+    names = _loader_requirements()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert {_name(d) for d in project["optional-dependencies"]["rollout"]} <= names
+    assert {"kubernetes", "pyyaml"} <= names
+    function = REPO / "functions" / "rollout_function" / "pyproject.toml"
+    needed = {_name(d) for d in tomllib.loads(function.read_text())["project"]["dependencies"]}
+    assert needed <= names, needed - names
 
 
 @pytest.mark.parametrize("name", ["serving", "loader"])

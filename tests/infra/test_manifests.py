@@ -99,9 +99,11 @@ def test_optional_components_render_and_validate(tmp_path: Path) -> None:
     assert _problems(docs) == []
     create = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"].endswith("-create")]
     assert [rule["verbs"] for d in create for rule in d["rules"]] == [["create"]]
-    source = next(d for d in docs if d["kind"] == "KafkaSource")
-    assert source["spec"]["net"]["sasl"]["enable"] is True
-    assert source["spec"]["net"]["tls"]["enable"] is True
+    sources = [d for d in docs if d["kind"] == "KafkaSource"]
+    assert len(sources) == 2  # the loader's and the rollout's
+    for source in sources:
+        assert source["spec"]["net"]["sasl"]["enable"] is True, label(source)
+        assert source["spec"]["net"]["tls"]["enable"] is True, label(source)
 
 
 def _kustomization(directory: Path) -> dict[str, Any]:

@@ -142,6 +142,20 @@ INVALID = [
         "'topic' was unexpected",
         id="kafkasource-unknown-field",
     ),
+    pytest.param(
+        "KafkaSource",
+        "rollway-model-assignments",
+        _set(["metadata", "annotations", "kafka.eventing.knative.dev/delivery.order"], True),
+        "is not of type 'string'",
+        id="kafkasource-annotation-not-a-string",
+    ),
+    pytest.param(
+        "Service",
+        "rollway-rollout",
+        _set([*CONTAINER, "command"], "python -m functions.rollout_function"),
+        "command: 'python -m functions.rollout_function' is not of type 'array'",
+        id="knative-command-as-string",
+    ),
     # Strimzi KafkaTopic (CRD schema)
     pytest.param(
         "KafkaTopic",
