@@ -40,7 +40,7 @@ from loader.retry import Parking, Pending, RetryPolicy, next_attempt
 from loader.schemas.rollway.v1.assignment_pb2 import AssignmentChanged
 from loader.stage import StageResult, stage_version, staged_versions
 from loader.storage import Storage, open_storage
-from loader.verify import Problem, Verdict, verify_version
+from loader.verify import Problem, Verdict, VerificationReport, verify_version
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,8 @@ class Pipeline:
             timings=timings,
         )
 
-    def _verify(self, event: Published, base: Result) -> Any:
+    def _verify(self, event: Published, base: Result) -> VerificationReport | Result:
+        """The COMPLETE report to stage from, or the Result that ends this event."""
         source, prefix = self._source(event.version_uri)
         report = verify_version(
             source, prefix, workers=self.config.workers,

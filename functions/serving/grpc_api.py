@@ -20,7 +20,7 @@ from functions.serving import example_inference, inference, metrics, responses, 
 from functions.serving.core import ServingCore
 from functions.serving.grpc_status import rpc_errors
 from functions.serving.proto_requests import selector_from_proto, tasks_from_proto
-from loader.errors import InvalidArgument
+from loader.errors import FailedPrecondition, InvalidArgument
 from loader.model_config import specs_from_proto
 
 GRPC = "GRPC"  # the request_latency "entrypoint" label
@@ -117,8 +117,12 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
-    def __init__(self, core: ServingCore) -> None:
+    """``reload_refusal``: set when the config comes from elsewhere (``--assignments``),
+    so a reload RPC would fight it: the RPC then answers FAILED_PRECONDITION."""
+
+    def __init__(self, core: ServingCore, reload_refusal: str = "") -> None:
         self._core = core
+        self._reload_refusal = reload_refusal
 
     @rpc_errors
     def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -132,6 +136,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
 
     @rpc_errors
     def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:
+        if self._reload_refusal:
+            raise FailedPrecondition(self._reload_refusal)
         config = request.config
         if config.WhichOneof("config") != "model_config_list":
             raise InvalidArgument(
@@ -143,9 +149,15 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
 
 
 def add_services(
-    server: grpc.Server, core: ServingCore, tensor_content: bool, check_method: bool
+    server: grpc.Server,
+    core: ServingCore,
+    tensor_content: bool,
+    check_method: bool,
+    reload_refusal: str = "",
 ) -> None:
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(core, tensor_content, check_method), server
     )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelService(core, reload_refusal), server
+    )

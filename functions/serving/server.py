@@ -159,6 +159,12 @@ def _serve(
         core,
         o.enable_serialization_as_tensor_content,
         o.enable_signature_method_name_check,
+        reload_refusal=(
+            "the served models come from --assignments; change them with the store's "
+            "assignments (rollway label, pin, rollback), not HandleReloadConfigRequest"
+            if o.assignments
+            else ""
+        ),
     )
     if o.enable_grpc_healthcheck_service:
         health.add_to(server)

@@ -35,7 +35,14 @@ from loader.stage import stage_version, staged_versions
 from loader.storage import Storage, open_storage
 from loader.verify import verify_version
 from tests.conftest import HALF_PLUS_THREE, HALF_PLUS_TWO, REPO, ServerFactory
-from tests.integration.helpers import AVAILABLE, END, Client, eventually
+from tests.integration.helpers import (
+    AVAILABLE,
+    END,
+    Client,
+    eventually,
+    model_config,
+    server_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -173,6 +180,11 @@ def test_a_damaged_cache_file_is_fetched_again_and_the_cold_start_is_reported(
     client = Client(server)
     try:
         assert client.predict("hp", 3.0) == (1, 3.5)
+        # The config comes from the store: a reload RPC would fight the assignments.
+        with pytest.raises(grpc.RpcError) as refused:
+            client.reload(server_config(model_config("hp", HP2.parent)))
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "--assignments" in (refused.value.details() or "")
     finally:
         client.close()
     assert shard.read_bytes() == (HP2 / SHARD).read_bytes()
