@@ -138,9 +138,9 @@ class Pipeline:
                     workers=self.config.workers,
                 )  # fmt: skip
             timings["stage_s"] = time.monotonic() - started
-        except AlreadyExists as err:
-            return self._reject(base, err.message)
-        except (DataLoss, InvalidArgument) as err:
+        except (AlreadyExists, DataLoss, InvalidArgument) as err:
+            # A new manifest for a staged version, bytes that contradict their
+            # manifest, or an archive that breaks a rule: final.
             return self._reject(base, err.message)
         except (NotFound, FailedPrecondition) as err:
             # An archive or its digest file not there yet, or a version that
