@@ -10,28 +10,11 @@ exits with status 2 and a message naming the bad variable.
 
 from __future__ import annotations
 
-import os
 import sys
 
+from functions import func_runtime
 from functions.rollout.settings import config_from_env
 from functions.rollout_function.function.func import new
-from loader.errors import RollwayError
-
-
-def main() -> int:
-    try:
-        config_from_env(os.environ)
-    except RollwayError as err:
-        print(f"rollway rollout function: {err.message}", file=sys.stderr)
-        return 2
-    port = os.environ.get("PORT", "")
-    if "LISTEN_ADDRESS" not in os.environ and port.isdigit():
-        os.environ["LISTEN_ADDRESS"] = f"[::]:{port}"  # func-python adds 0.0.0.0:{port}
-    from func_python.http import serve  # type: ignore[import-untyped]
-
-    serve(new)  # returns after SIGTERM or SIGINT, once stop() has run
-    return 0
-
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(func_runtime.run("rollway rollout function", config_from_env, new))
