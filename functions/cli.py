@@ -10,7 +10,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": (
         "functions.serving.server",
-        "serve models over TF Serving's gRPC API (drop-in for tensorflow_model_server)",
+        "serve models over TF Serving's gRPC and REST APIs (drop-in for tensorflow_model_server)",
     ),
     "publish": (
         "functions.publish_cmd",
