@@ -6,19 +6,23 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.rollway-installed
 # Must match the TensorFlow minor version pinned in pyproject.toml.
 TF_SERVING_API := tensorflow-serving-api==2.21.0
+# TF.Text's kernels, which TF Serving links into its binary. 2.21.1, not 2.21.0:
+# the 2.21.0 wheel fails to import (undefined symbol icudt77_dat in its ICU data).
+# TF Decision Forests has no build for TensorFlow 2.21 (1.12.0 requires 2.19.0).
+TF_TEXT := tensorflow-text==2.21.1
 
 .PHONY: venv demo test lint typecheck unit bench protos clean
 
 venv: $(STAMP)
 
-# tensorflow-serving-api goes in with --no-deps: its metadata asks for the full
-# `tensorflow` wheel, which would sit beside tensorflow-cpu. Its real needs
-# (grpcio, protobuf) are in pyproject.toml.
+# tensorflow-serving-api and tensorflow-text go in with --no-deps: their metadata
+# asks for the full `tensorflow` wheel, which would sit beside tensorflow-cpu.
+# Their real needs (grpcio, protobuf; numpy) are in pyproject.toml.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -m pip install --quiet --no-deps '$(TF_SERVING_API)'
+	$(PY) -m pip install --quiet --no-deps '$(TF_SERVING_API)' '$(TF_TEXT)'
 	touch $(STAMP)
 
 # Regenerates loader/schemas/ from protos/rollway/v1/*.proto. The generated

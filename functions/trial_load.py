@@ -23,9 +23,11 @@ def load_problem(
     import tensorflow as tf
 
     from functions.serving.loading import load_servable
+    from functions.serving.op_libraries import register_op_libraries
 
     # As in serve: TF repeats load-time notices (e.g. TF1 reference variables).
     tf.get_logger().setLevel(logging.ERROR)
+    register_op_libraries()
     try:
         load_servable(version, directory, tags, warmup=True, warmup_iterations=1)
     except Exception as err:  # LoadError, or whatever TensorFlow raises

@@ -16,8 +16,10 @@ from typing import Any
 
 from functions.serving import example_inference, inference, metrics, saved_model, tensors
 from functions.serving.batching import BatchingOptions
+from functions.serving.op_libraries import register_op_libraries
 from functions.serving.proto_requests import selector_from_proto, tasks_from_proto
 from functions.serving.servable import Servable
+from functions.serving.session_bundle import load_session_bundle
 from loader.errors import Code, LoadError, RollwayError
 from loader.versions import VersionId
 
@@ -35,33 +37,35 @@ def load_servable(
     warmup_iterations: int,
     check_method: bool = False,
     batching: BatchingOptions | None = None,
+    session_config: Any = None,
 ) -> Servable:
-    """Loads and (optionally) warms up one version. Raises LoadError with the cause."""
-    import tensorflow as tf
+    """Loads and (optionally) warms up one version. Raises LoadError with the cause.
 
+    ``session_config`` is the TensorFlow ConfigProto every version's Session
+    gets (the thread-pool flags)."""
     started = time.monotonic()
+    register_op_libraries()  # TF Serving links these ops into its binary
     saved = saved_model.read_saved_model(path)
     meta_graph = saved_model.select_meta_graph(saved, tags, path)
     try:
-        with saved_model.loadable_directory(path, saved) as directory:
-            model = tf.saved_model.load(str(directory), tags=list(tags))
+        loaded = load_session_bundle(path, tags, meta_graph, session_config)
     except Exception as err:  # TF raises many types here; all mean "cannot load"
         metrics.load_attempt_count.labels(str(path), "fail").inc()
         raise LoadError(
             f"loading SavedModel at {path} failed: {err}", Code.INVALID_ARGUMENT
         ) from err
-    servable = Servable(version_id, path, meta_graph, model, batching)
-    loaded = time.monotonic()
+    servable = Servable(version_id, path, loaded, batching)
+    load_done = time.monotonic()
     metrics.load_attempt_count.labels(str(path), "success").inc()
-    metrics.load_latency.labels(str(path)).inc(metrics.microseconds(loaded - started))
+    metrics.load_latency.labels(str(path)).inc(metrics.microseconds(load_done - started))
     replayed = _timed_warmup(servable, warmup_iterations, check_method) if warmup else 0
     log.info(
         "loaded %s from %s in %.2fs, warmup %d request(s) in %.2fs (signatures: %s)",
         version_id,
         path,
-        loaded - started,
+        load_done - started,
         replayed,
-        time.monotonic() - loaded,
+        time.monotonic() - load_done,
         ", ".join(sorted(servable.signatures)),
     )
     return servable

@@ -177,6 +177,7 @@ class RestApi:
                     f'Serving signature name: "{name}" not found in signature def'
                 )
             arrays = rest_json.decode_inputs(request, signature.inputs)
+            servable.check_input_names(signature, arrays.keys())
             outputs = servable.run(signature, arrays)
             return rest_json.encode_outputs(outputs, request.format)
         signature_name, request_input = rest_json.parse_examples_body(body)

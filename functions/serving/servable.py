@@ -1,22 +1,28 @@
-"""One loaded SavedModel version: its signatures and how to run them.
+"""One loaded model version: its signatures and how to run them.
 
-The contract of :meth:`Servable.run`: inputs are validated against the
-signature (names, dtypes, shapes) before TensorFlow sees them, so a bad
-request is an ``InvalidArgument`` that names the input, never an internal
-error. TensorFlow's own errors are mapped by their canonical code.
+The contract of :meth:`Servable.run`: input names and dtypes are checked
+against the signature before the runtime sees them, so such a bad request is
+an ``InvalidArgument`` that names the input. Shapes are not checked, as in TF
+Serving: the runtime answers every request it can run, and TensorFlow's own
+error (mapped by its canonical code) for what it cannot.
+
+How a signature runs is the runtime's business (a TensorFlow Session for
+SavedModels, TensorFlow Lite's interpreter for ``model.tflite``): each
+:class:`Signature` carries a :data:`Runner`, and Predict, Classify, Regress,
+MultiInference, warmup and batching all go through it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy.typing as npt
 
-from functions.serving import metrics, saved_model, tensors
+from functions.serving import metrics, tensors
 from functions.serving.batching import Batcher, BatchingOptions
 from loader.errors import (
     Code,
@@ -29,6 +35,11 @@ from loader.versions import VersionId
 log = logging.getLogger(__name__)
 
 DEFAULT_SIGNATURE = "serving_default"
+
+Arrays = dict[str, npt.NDArray[Any]]
+# Called with every input of the signature (names and dtypes checked) and the
+# output aliases wanted; returns exactly those outputs. Must be thread-safe.
+Runner = Callable[[Mapping[str, npt.NDArray[Any]], tuple[str, ...]], Arrays]
 
 
 @dataclass(frozen=True)
@@ -47,20 +58,16 @@ class Signature:
     method_name: str
     inputs: Mapping[str, TensorSpec]
     outputs: Mapping[str, TensorSpec]
-    function: Any  # a tf.types.experimental.ConcreteFunction
-
-    def __call__(self, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
-        return _invoke(self.function, inputs)
+    runner: Runner
 
 
-def _spec(tensor_info: Any, legacy: bool) -> TensorSpec:
-    """A TensorInfo without a shape, or (in producer <= 21 graphs) with an empty
-    one, means "any shape"."""
-    shape = tensor_info.tensor_shape
-    unknown = (
-        not tensor_info.HasField("tensor_shape") or shape.unknown_rank or (legacy and not shape.dim)
-    )
-    return TensorSpec(int(tensor_info.dtype), None if unknown else tuple(d.size for d in shape.dim))
+@dataclass(frozen=True)
+class LoadedModel:
+    """What a runtime hands the server for one version."""
+
+    signature_defs: Mapping[str, Any]  # key -> SignatureDef, for GetModelMetadata
+    signatures: Mapping[str, Signature]  # the runnable ones
+    resource: Any  # keeps the runtime's objects (a Session, interpreters) alive
 
 
 class Servable:
@@ -70,8 +77,7 @@ class Servable:
         self,
         version_id: VersionId,
         path: Path,
-        meta_graph: Any,
-        model: Any,
+        loaded: LoadedModel,
         batching: BatchingOptions | None = None,
     ):
         from tensorflow_serving.apis import get_model_metadata_pb2
@@ -80,22 +86,10 @@ class Servable:
         self.batcher = Batcher(batching) if batching is not None else None
         self.path = path
         self.signature_defs = get_model_metadata_pb2.SignatureDefMap()
-        for key, sig_def in meta_graph.signature_def.items():
+        for key, sig_def in loaded.signature_defs.items():
             self.signature_defs.signature_def[key].CopyFrom(sig_def)
-        legacy = saved_model.is_legacy(meta_graph)
-        self._model = model  # keeps the TF objects (variables, functions) alive
-        self.signatures: dict[str, Signature] = {}
-        for key, fn in model.signatures.items():
-            sig_def = self.signature_defs.signature_def.get(key)
-            if sig_def is None:
-                continue
-            self.signatures[key] = Signature(
-                name=key,
-                method_name=str(sig_def.method_name),
-                inputs={k: _spec(v, legacy) for k, v in sig_def.inputs.items()},
-                outputs={k: _spec(v, legacy) for k, v in sig_def.outputs.items()},
-                function=fn,
-            )
+        self.signatures: dict[str, Signature] = dict(loaded.signatures)
+        self._resource = loaded.resource
 
     def signature(self, name: str) -> Signature:
         sig = self.signatures.get(name or DEFAULT_SIGNATURE)
@@ -128,30 +122,34 @@ class Servable:
         inputs: Mapping[str, npt.NDArray[Any]],
         output_filter: Iterable[str] = (),
         api: str = "Predict",
-    ) -> dict[str, npt.NDArray[Any]]:
+    ) -> Arrays:
         """Runs ``signature``; returns the outputs named in ``output_filter`` (all if empty).
-        ``api`` labels the runtime latency metric."""
-        self.check_input_names(signature, inputs.keys())
-        _check_tensors(signature, inputs)
+        Input names are the caller's to check (:meth:`check_input_names`, before
+        decoding, as TF Serving orders its checks). ``api`` labels the runtime
+        latency metric."""
+        _check_dtypes(signature, inputs)
         wanted = _check_output_filter(signature, output_filter)
-        if self.batcher is not None:
-            outputs = self.batcher.run(
-                signature.name, inputs, lambda batch: self._call(signature, batch, api)
-            )
-        else:
-            outputs = self._call(signature, inputs, api)
-        return {k: v for k, v in outputs.items() if k in wanted}
+        if self.batcher is None:
+            return self._call(signature, inputs, wanted, api)
+        # A batch mixes requests with different filters: run every output.
+        every = tuple(sorted(signature.outputs))
+        outputs = self.batcher.run(
+            signature.name, inputs, lambda batch: self._call(signature, batch, every, api)
+        )
+        return {k: outputs[k] for k in wanted}
 
     def _call(
-        self, signature: Signature, inputs: Mapping[str, npt.NDArray[Any]], api: str
-    ) -> dict[str, npt.NDArray[Any]]:
+        self,
+        signature: Signature,
+        inputs: Mapping[str, npt.NDArray[Any]],
+        outputs: tuple[str, ...],
+        api: str,
+    ) -> Arrays:
         import tensorflow as tf
 
         try:
-            # Converting first is ~30us faster than letting the function bind numpy.
-            tensors_in = {k: tf.constant(v) for k, v in inputs.items()}
             with metrics.runtime(self.version_id.model, api):
-                result = signature(tensors_in)
+                return signature.runner(inputs, outputs)
         except tf.errors.OpError as err:
             raise error_for_code(Code(err.error_code), tf_error_message(err.message)) from err
         except UnicodeDecodeError as err:  # TF failed to format its own error about the input
@@ -161,86 +159,39 @@ class Servable:
             ) from err
         except (TypeError, ValueError) as err:
             raise InvalidArgument(f"signature {signature.name!r}: {err}") from err
-        return {k: v.numpy() for k, v in result.items()}
 
 
-def _check_tensors(signature: Signature, inputs: Mapping[str, npt.NDArray[Any]]) -> None:
+def _check_dtypes(signature: Signature, inputs: Mapping[str, npt.NDArray[Any]]) -> None:
     for name, array in inputs.items():
         spec = signature.inputs[name]
-        got = _dtype_enum(array)
+        got = tensors.dtype_enum(array.dtype)
         if got != spec.dtype:
             raise InvalidArgument(
                 f'input "{name}": expects dtype {tensors.dtype_name(spec.dtype)} but '
                 f"{tensors.dtype_name(got)} was provided"
             )
-        if spec.shape is not None and not _shape_matches(spec.shape, array.shape):
-            raise InvalidArgument(
-                f'input "{name}": shape {list(array.shape)} is not compatible with the '
-                f"signature's shape {[d if d >= 0 else -1 for d in spec.shape]}"
-            )
-
-
-def _invoke(function: Any, inputs: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Calls a loaded signature function with tensors keyed by input name.
-
-    The public call binds arguments in Python, which costs about 40us per call
-    (a third of a small model's whole latency). Inputs were already checked
-    against the SignatureDef (names, dtypes, shapes), which is what that
-    binding checks, so when the function exposes TensorFlow's flat-call entry
-    point (``_call_flat``; TensorFlow is pinned to 2.21.*) it is called
-    directly, in the function's parameter order. Anything unexpected falls
-    back to the public call.
-    """
-    call_flat = getattr(function, "_call_flat", None)
-    function_type = getattr(function, "function_type", None)
-    if call_flat is not None and function_type is not None:
-        names = list(function_type.parameters)
-        if len(names) == len(inputs):
-            try:
-                args = [inputs[name] for name in names]
-            except KeyError:
-                pass
-            else:
-                result = call_flat(args, function.captured_inputs)
-                if isinstance(result, Mapping):
-                    return result
-    result = function(**inputs)
-    return cast(Mapping[str, Any], result)
 
 
 def tf_error_message(message: str) -> str:
-    """TensorFlow's error without the Python stack of where the failing node was
-    defined (server internals clients must not see), e.g. "Incompatible shapes:
-    [2,2] vs. [3,2]" from "Graph execution error: Detected at node mul ...".
+    """TensorFlow's error without what clients must not see: the Python stack of
+    where a failing node was defined (eager and tf.function errors) and the
+    graph-node annotations (``\t [[{{node mul}}]]``), e.g. "Incompatible
+    shapes: [2,2] vs. [3,2]" from "Graph execution error: Detected at node mul ...".
     """
     lines = message.splitlines()
-    if not lines or not lines[0].startswith("Graph execution error"):
-        return message
+    if lines and lines[0].startswith("Graph execution error"):
+        lines = lines[1:]
     kept = [
         line
-        for line in lines[1:]
+        for line in lines
         if line.strip()
         and not line.startswith(("Detected at node", " ", "\t", "<stack traces unavailable>"))
     ]
     return "; ".join(kept) or message
 
 
-def _dtype_enum(array: npt.NDArray[Any]) -> int:
-    if array.dtype == object:
-        return 7
-    for enum, dtype in tensors.BY_ENUM.items():
-        if dtype.numpy == array.dtype:
-            return enum
-    return 0
-
-
-def _shape_matches(expected: tuple[int, ...], actual: tuple[int, ...]) -> bool:
-    return len(expected) == len(actual) and all(
-        e < 0 or e == a for e, a in zip(expected, actual, strict=True)
-    )
-
-
-def _check_output_filter(signature: Signature, output_filter: Iterable[str]) -> set[str]:
+def _check_output_filter(signature: Signature, output_filter: Iterable[str]) -> tuple[str, ...]:
+    """The aliases to fetch, in a stable order (the runner caches per selection)."""
     wanted: set[str] = set()
     for name in output_filter:
         if name not in signature.outputs:
@@ -251,4 +202,4 @@ def _check_output_filter(signature: Signature, output_filter: Iterable[str]) -> 
         if name in wanted:
             raise InvalidArgument(f"duplicate output tensor alias: {name}")
         wanted.add(name)
-    return wanted or set(signature.outputs)
+    return tuple(sorted(wanted or signature.outputs))

@@ -81,21 +81,23 @@ def _model_specs(o: ServerOptions) -> tuple[ModelSpec, ...]:
     return single_model_config(o.model_name, o.model_base_path)
 
 
-def _configure_tensorflow(o: ServerOptions) -> None:
+def _configure_tensorflow(o: ServerOptions) -> Any:
+    """Quiets TensorFlow's Python logger; returns the ConfigProto of every
+    version's Session, with the thread-pool flags as TF Serving reads them."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     import tensorflow as tf
+    from tensorflow.core.protobuf import config_pb2
 
     if o.log_level.upper() != "DEBUG":
         # TF's Python logger repeats load-time notices (e.g. about TF1 reference
-        # variables) several times per version; rollway logs its own summary.
+        # variables and the v1 loader) several times per version.
         tf.get_logger().setLevel(logging.ERROR)
     intra, inter = o.tensorflow_intra_op_parallelism, o.tensorflow_inter_op_parallelism
     if not intra and not inter:
         intra = inter = o.tensorflow_session_parallelism
-    if intra:
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-    if inter:
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    return config_pb2.ConfigProto(
+        intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter
+    )
 
 
 def _batching(o: ServerOptions) -> BatchingOptions | None:
@@ -119,7 +121,7 @@ def _serve(
     except RollwayError as err:
         log.error("Failed to start server. Error: %s", err.message)
         return 1
-    _configure_tensorflow(o)
+    session_config = _configure_tensorflow(o)
     from functions.serving.grpc_api import add_services  # imports TensorFlow
 
     load = functools.partial(
@@ -129,6 +131,7 @@ def _serve(
         warmup_iterations=o.num_request_iterations_for_warmup,
         check_method=o.enable_signature_method_name_check,
         batching=batching,
+        session_config=session_config,
     )
     # With assignments, ready only once startup loaded every assigned version.
     health = ModelHealth(lambda: core.manager.is_ready() and (not assigned or assigned.ready()))

@@ -69,6 +69,12 @@ _DT_NAMES = {
 }  # fmt: skip
 
 
+def dtype_enum(dtype: np.dtype[Any]) -> int:
+    """The DataType of a numpy dtype; DT_INVALID (0) for one rollway cannot carry."""
+    known = _BY_NUMPY.get(dtype)
+    return known.enum if known else 0
+
+
 def dtype_name(enum: int) -> str:
     known = BY_ENUM.get(enum)
     return known.name if known else _DT_NAMES.get(enum, f"DataType({enum})")

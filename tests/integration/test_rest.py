@@ -102,6 +102,15 @@ def test_predict_row_and_columnar(http: Http) -> None:
     assert http.post("/v1/models/hp2:predict", {"inputs": [[2.0]]}) == (200, {"outputs": [[3.0]]})
 
 
+def test_tf_serving_quickstart_request(http: Http) -> None:
+    """TF Serving's README example: a 1-D batch for a [-1, 1] signature, and a scalar."""
+    assert http.post("/v1/models/hp2:predict", {"instances": [1.0, 2.0, 5.0]}) == (
+        200,
+        {"predictions": [2.5, 3.0, 4.5]},
+    )
+    assert http.post("/v1/models/hp2:predict", {"inputs": 2.0}) == (200, {"outputs": 3.0})
+
+
 def test_versions_and_labels(http: Http) -> None:
     body = {"instances": [[2.0]]}
     _, v123 = http.post("/v1/models/two/versions/123:predict", body)
