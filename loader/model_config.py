@@ -9,7 +9,8 @@ downstream touches the proto.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,86 @@ class ModelSpec:
 def parse_model_server_config(text: str, source: str = "<string>") -> tuple[ModelSpec, ...]:
     """Parses ModelServerConfig text; raises ConfigError naming the problem."""
     message = _model_server_config_cls()()
+    parse_text_proto(text, message, source)
+    return specs_from_proto(message, source)
+
+
+def parse_text_proto(text: str, message: Any, source: str) -> None:
+    """Parses text-format ``text`` into ``message`` as TF Serving's
+    ParseProtoTextFile does (``util/proto_util.h``).
+
+    A ConfigError says what TF Serving prints: the line protobuf's C++ parser
+    logs, ``Error parsing text-format <full message name>: <line>:<column>:
+    <message>`` (``text_format.cc`` ReportError: both 1-based), then TF
+    Serving's status ``Invalid protobuf file: '<source>'``.
+    """
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as err:
-        raise ConfigError(f"{source}: invalid ModelServerConfig text proto: {err}") from err
-    return specs_from_proto(message, source)
+        detail = text_format_error(err, text, message.DESCRIPTOR.full_name)
+        raise ConfigError(f"{detail} (Invalid protobuf file: '{source}')") from err
+
+
+def text_format_error(err: text_format.ParseError, text: str, full_name: str) -> str:
+    """Python protobuf's ParseError in the words and positions of the C++ parser.
+
+    The C++ tokenizer counts columns in bytes and moves a tab to the next
+    multiple of 8; Python counts characters. Where the two parsers point at
+    different tokens for the same mistake, the C++ one is reported: an unknown
+    field name at the token after it (C++ reports the current token once the
+    name is consumed), and a message left open at the end of the input.
+    Other messages are Python protobuf's own wording.
+    """
+    line, column = err.GetLine(), err.GetColumn()
+    if line is None or column is None:
+        return f"Error parsing text-format {full_name}: {err}"
+    lines = text.split("\n")
+    row, col = line - 1, column - 1
+    message = str(err).removeprefix(f"{line}:{column} : ")
+    # Errors at the current token repeat its line: "'<line>': <message>".
+    echo = f"'{lines[row]}': " if row < len(lines) else ""
+    current_token = bool(echo) and message.startswith(echo)
+    if current_token:
+        message = message[len(echo) :]
+    if _UNKNOWN_FIELD.match(message) and row < len(lines):
+        name = _IDENTIFIER.match(lines[row], col)
+        row, col = _next_token(lines, row, name.end() if name else col)
+    elif not current_token and _UNCLOSED.match(message):
+        row, col = _next_token(lines, len(lines) - 1, len(lines[-1]))
+        message = "Expected identifier, got: "
+    elif found := _IDENTIFIER_OR_NUMBER.match(message):
+        message = f"Expected identifier, got: {found.group(1)}"
+    prefix = lines[row][:col] if row < len(lines) else ""
+    return f"Error parsing text-format {full_name}: {row + 1}:{_cpp_column(prefix) + 1}: {message}"
+
+
+_UNKNOWN_FIELD = re.compile(r'Message type "[^"]+" has no field named "[^"]+"\.$')
+_UNCLOSED = re.compile(r'Expected "[}>]"\.$')
+_IDENTIFIER_OR_NUMBER = re.compile(r"Expected identifier or number, got (.*)\.$")
+_IDENTIFIER = re.compile(r"[A-Za-z0-9_]*")
+_WHITESPACE = " \t\r\v\f"
+
+
+def _next_token(lines: Sequence[str], row: int, col: int) -> tuple[int, int]:
+    """Where the C++ tokenizer's next token starts at or after (row, col),
+    past whitespace and # comments; the end of the input if there is none."""
+    while True:
+        line = lines[row]
+        while col < len(line) and line[col] in _WHITESPACE:
+            col += 1
+        if col < len(line) and line[col] != "#":
+            return row, col
+        if row + 1 == len(lines):
+            return row, len(line)
+        row, col = row + 1, 0
+
+
+def _cpp_column(prefix: str) -> int:
+    """The 0-based column io::Tokenizer gives the character after ``prefix``."""
+    column = 0
+    for char in prefix:
+        column += 8 - column % 8 if char == "\t" else len(char.encode("utf-8"))
+    return column
 
 
 def read_model_server_config(path: str | os.PathLike[str]) -> tuple[ModelSpec, ...]:

@@ -13,6 +13,17 @@ end of every dimension but the first, up to the batch's largest size, with its
 own first element, and outputs come back at the padded size (TF Serving does
 not unpad either). Only ranks 1 to 6 can be padded, as in TF's PadOp.
 
+With ``enable_large_batch_splitting`` (TF Serving's SharedBatchScheduler
+with ``split_input_task_func``), ``max_batch_size`` bounds one request and
+``max_execution_batch_size`` one run: a request that does not fit the open
+batch is split along dimension 0 into a piece that fills it and pieces of
+``max_execution_batch_size`` rows, each a task of its own (pieces of one
+request may run in different batches, beside other requests' rows), and the
+caller gets its rows joined back in order. If its pieces were padded to
+different inner sizes (``pad_variable_length_inputs``), their outputs are
+padded the same way to the largest before they are joined; TF Serving fails
+such a request with a concat error instead.
+
 A full queue answers UNAVAILABLE, as TF Serving does. Workers are started on
 demand and leave when idle, so a version that is unloaded takes its queues with
 it.
@@ -21,6 +32,8 @@ it.
 from __future__ import annotations
 
 import bisect
+import logging
+import math
 import os
 import threading
 import time
@@ -38,36 +51,86 @@ from loader.errors import ConfigError, InvalidArgument, RollwayError, Unavailabl
 Arrays = dict[str, npt.NDArray[Any]]
 RunFn = Callable[[Arrays], Arrays]
 IDLE_SECONDS = 5.0
+log = logging.getLogger("rollway.batching")
 
 
 @dataclass(frozen=True)
 class BatchingOptions:
-    """TF Serving's BatchingParameters, with its defaults."""
+    """TF Serving's BatchingParameters, with the defaults of TF's
+    SharedBatchScheduler::QueueOptions (shared_batch_scheduler.h).
+
+    ``max_execution_batch_size`` None means ``max_batch_size``. (TF Serving's
+    GetQueueOptions takes ``max_batch_size().value()``, which is 0, a queue
+    that never runs, when the file leaves ``max_batch_size`` unset too.)
+    Errors are TF Serving's (AddQueue, WrapSessionForBatching), raised at
+    startup as ConfigError.
+    """
 
     max_batch_size: int = 1000
     batch_timeout_seconds: float = 0.0
-    max_enqueued_batches: int = 100
+    max_enqueued_batches: int = 10
     num_batch_threads: int = os.cpu_count() or 1
     allowed_batch_sizes: tuple[int, ...] = ()
     pad_variable_length_inputs: bool = False
+    enable_large_batch_splitting: bool = False
+    max_execution_batch_size: int | None = None
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 1 or self.max_enqueued_batches < 1 or self.num_batch_threads < 1:
+        if self.max_enqueued_batches == 0 and not self.enable_large_batch_splitting:
+            # TF's AddQueue rewrites 0 to 1 here, for old configs that rely on it.
+            object.__setattr__(self, "max_enqueued_batches", 1)
+        for name, value in (
+            ("max_batch_size", self.max_batch_size),
+            ("num_batch_threads", self.num_batch_threads),
+            ("max_enqueued_batches", self.max_enqueued_batches),
+            ("max_execution_batch_size", self.execution_batch_size),
+        ):
+            if value < 1:
+                raise ConfigError(f"BatchingParameters: {name} must be positive; was {value}")
+        if self.batch_timeout_seconds < 0:
             raise ConfigError(
-                "batching: max_batch_size, max_enqueued_batches and num_batch_threads must be >= 1"
+                "BatchingParameters: batch_timeout_micros must be non-negative; was "
+                f"{round(self.batch_timeout_seconds * 1e6)}"
+            )
+        if self.enable_large_batch_splitting and self.max_batch_size < self.execution_batch_size:
+            raise ConfigError(
+                "BatchingParameters: When enable_large_batch_splitting is true, "
+                "input_batch_size_limit must be greater than or equal to "
+                f"max_execution_batch_size (max_batch_size is {self.max_batch_size}, "
+                f"max_execution_batch_size is {self.execution_batch_size})"
             )
         sizes = self.allowed_batch_sizes
-        if sizes and (list(sizes) != sorted(set(sizes)) or sizes[-1] != self.max_batch_size):
+        if sizes and list(sizes) != sorted(set(sizes)):
             raise ConfigError(
-                "batching: allowed_batch_sizes must be increasing and end with max_batch_size "
-                f"({self.max_batch_size}); got {list(sizes)}"
+                "BatchingParameters: allowed_batch_sizes entries must be monotonically "
+                f"increasing; got {list(sizes)}"
             )
+        if sizes and sizes[-1] != self.max_batch_size:
+            # WrapSessionForBatching checks max_batch_size, with or without splitting.
+            raise ConfigError(
+                "BatchingParameters: Last entry in allowed_batch_sizes must match "
+                f"max_batch_size; last entry was {sizes[-1]}; expected {self.max_batch_size}"
+            )
+
+    @property
+    def execution_batch_size(self) -> int:
+        """The most rows one run gets (TF's GetMaxExecutionBatchSize)."""
+        if self.enable_large_batch_splitting and self.max_execution_batch_size is not None:
+            return self.max_execution_batch_size
+        return self.max_batch_size
 
     @classmethod
     def from_proto(cls, params: Any) -> BatchingOptions:
         def value(name: str, default: Any) -> Any:
             return getattr(params, name).value if params.HasField(name) else default
 
+        splitting = bool(value("enable_large_batch_splitting", False))
+        max_execution = value("max_execution_batch_size", None)
+        if max_execution is not None and not splitting:
+            log.warning(
+                "BatchingParameters: max_execution_batch_size has no effect without "
+                "enable_large_batch_splitting { value: true }, as in TF Serving"
+            )
         return cls(
             max_batch_size=int(value("max_batch_size", cls.max_batch_size)),
             batch_timeout_seconds=int(value("batch_timeout_micros", 0)) / 1e6,
@@ -75,6 +138,10 @@ class BatchingOptions:
             num_batch_threads=int(value("num_batch_threads", os.cpu_count() or 1)),
             allowed_batch_sizes=tuple(int(s) for s in params.allowed_batch_sizes),
             pad_variable_length_inputs=bool(params.pad_variable_length_inputs),
+            enable_large_batch_splitting=splitting,
+            max_execution_batch_size=(
+                int(max_execution) if splitting and max_execution is not None else None
+            ),
         )
 
 
@@ -98,19 +165,63 @@ class _Queue:
         self._rows = 0
         self._workers = 0
 
-    def submit(self, task: _Task) -> None:
+    def submit(self, inputs: Arrays, rows: int) -> list[_Task]:
+        """Enqueues one request, as one task or (splitting) as several pieces,
+        all or nothing; returns them in row order."""
         o = self._options
         with self._cond:
-            if self._rows + task.rows > o.max_enqueued_batches * o.max_batch_size:
+            if o.enable_large_batch_splitting:
+                sizes = self._split_sizes(rows)
+            elif self._rows + rows > o.max_enqueued_batches * o.max_batch_size:
                 raise Unavailable(
                     "The batch scheduling queue to which this task was submitted is full"
                 )
-            self._tasks.append(task)
-            self._rows += task.rows
+            else:
+                sizes = [rows]
+            tasks, start = [], 0
+            for size in sizes:
+                piece = (
+                    inputs
+                    if size == rows
+                    else {k: v[start : start + size] for k, v in inputs.items()}
+                )
+                tasks.append(_Task(piece, size))
+                start += size
+            self._tasks.extend(tasks)
+            self._rows += rows
             if self._workers < o.num_batch_threads:
                 self._workers += 1
                 threading.Thread(target=self._work, name="rollway-batch", daemon=True).start()
             self._cond.notify_all()
+            return tasks
+
+    def _split_sizes(self, rows: int) -> list[int]:
+        """TF's eager split (Queue::ScheduleWithoutOrEagerSplitImpl with
+        SplitInputTask): queued rows form full batches of the execution size
+        and one open batch; a request that does not fit the open batch fills
+        it, then goes on in pieces of the execution size."""
+        o = self._options
+        limit = o.execution_batch_size
+        batches = max(1, math.ceil(self._rows / limit))  # the open one counts, as in TF
+        open_rows = self._rows - (batches - 1) * limit
+        capacity = o.max_enqueued_batches * limit - self._rows
+        if rows > capacity:
+            raise Unavailable(
+                "The batch scheduling queue to which this task was submitted is full; task "
+                f"size is {rows} but scheduling capacity is only {capacity} "
+                f"(num_enqueued_batches={batches}, max_enqueued_batches="
+                f"{o.max_enqueued_batches}, open_batch_size={open_rows}, "
+                f"max_execution_batch_size={limit})"
+            )
+        room = limit - open_rows
+        if rows <= room:
+            return [rows]
+        sizes = [room] if room else []
+        left = rows - room
+        while left > 0:
+            sizes.append(min(left, limit))
+            left -= sizes[-1]
+        return sizes
 
     def _take(self) -> list[_Task] | None:
         """The next batch, or None when the worker should leave (idle)."""
@@ -123,13 +234,14 @@ class _Queue:
                         self._on_idle()
                     return None
             deadline = self._tasks[0].enqueued + o.batch_timeout_seconds
-            while self._tasks and self._rows < o.max_batch_size:
+            limit = o.execution_batch_size
+            while self._tasks and self._rows < limit:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
             batch, rows = [], 0
-            while self._tasks and rows + self._tasks[0].rows <= o.max_batch_size:
+            while self._tasks and rows + self._tasks[0].rows <= limit:
                 task = self._tasks.popleft()
                 batch.append(task)
                 rows += task.rows
@@ -201,7 +313,8 @@ class Batcher:
         rows = _batch_rows(inputs)
         if rows > self.options.max_batch_size:
             raise InvalidArgument(
-                f"Task size {rows} is larger than maximum batch size {self.options.max_batch_size}"
+                f"Task size {rows} is larger than maximum input batch size "
+                f"{self.options.max_batch_size}"
             )
         # With padding, inner sizes may differ within a batch; the rank may not.
         pad = self.options.pad_variable_length_inputs
@@ -213,17 +326,35 @@ class Batcher:
             queue = self._queues.get(key)
             if queue is None:
                 queue = self._queues[key] = _Queue(self.options, run, lambda: self._forget(key))
-        task = _Task(dict(inputs), rows)
-        queue.submit(task)
-        task.done.wait()
-        if task.error is not None:
-            raise task.error
-        assert task.outputs is not None
-        return task.outputs
+        tasks = queue.submit(dict(inputs), rows)
+        for task in tasks:
+            task.done.wait()
+        for task in tasks:
+            if task.error is not None:
+                raise task.error
+        return _join([t.outputs for t in tasks if t.outputs is not None], pad)
 
     def _forget(self, key: tuple[Any, ...]) -> None:
         with self._lock:
             self._queues.pop(key, None)
+
+
+def _join(pieces: list[Arrays], pad: bool) -> Arrays:
+    """One request's outputs from its pieces' outputs, rows in order."""
+    if len(pieces) == 1:
+        return pieces[0]
+    if pad:
+        pieces = pad_to_common_shape(pieces)
+    joined = {}
+    for name in pieces[0]:
+        values = [piece[name] for piece in pieces]
+        if len({v.shape[1:] for v in values}) > 1:
+            raise InvalidArgument(
+                f"Output tensor {name!r} of a split task has different shapes in its pieces "
+                f"({', '.join(str(list(v.shape)) for v in values)}); they cannot be concatenated"
+            )
+        joined[name] = np.concatenate(values)
+    return joined
 
 
 def _batch_rows(inputs: Mapping[str, npt.NDArray[Any]]) -> int:

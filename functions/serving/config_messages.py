@@ -5,8 +5,9 @@ not SSLConfig, MonitoringConfig or BatchingParameters).
 Users keep their files, so the text format must be TF Serving's: the
 descriptor below declares the same package, message and field names and
 numbers as ``tensorflow_serving/config/ssl_config.proto`` and
-``monitoring_config.proto``, and ``BatchingParameters`` from
-``session_bundle_config.proto``. It is built at run
+``monitoring_config.proto``, and ``BatchingParameters`` (fields 1-9, up to
+``enable_large_batch_splitting`` and ``max_execution_batch_size``) from
+``servables/tensorflow/session_bundle_config.proto``. It is built at run
 time in a private descriptor pool, so nothing is generated or vendored, and it
 can never clash with a class a future ``tensorflow-serving-api`` ships.
 """
@@ -20,11 +21,11 @@ from google.protobuf import (
     descriptor_pb2,
     descriptor_pool,
     message_factory,
-    text_format,
     wrappers_pb2,
 )
 
 from loader.errors import ConfigError
+from loader.model_config import parse_text_proto
 
 _STRING = descriptor_pb2.FieldDescriptorProto.TYPE_STRING
 _BOOL = descriptor_pb2.FieldDescriptorProto.TYPE_BOOL
@@ -66,6 +67,14 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
         )  # fmt: skip
     batching.field.add(name="allowed_batch_sizes", number=6, type=_INT64, label=3)
     batching.field.add(name="pad_variable_length_inputs", number=7, type=_BOOL, label=1)
+    for number, (name, wrapper) in enumerate(
+        (("enable_large_batch_splitting", "BoolValue"), ("max_execution_batch_size", "Int64Value")),
+        start=8,
+    ):
+        batching.field.add(
+            name=name, number=number, type=_MESSAGE, label=1,
+            type_name=f".google.protobuf.{wrapper}",
+        )  # fmt: skip
     file.dependency.append(wrappers_pb2.DESCRIPTOR.name)
     wrappers = descriptor_pb2.FileDescriptorProto()
     wrappers_pb2.DESCRIPTOR.CopyToProto(wrappers)
@@ -90,14 +99,12 @@ BatchingParameters: Any = _message("BatchingParameters")
 
 
 def read_text_proto(path: str, message_class: Any) -> Any:
-    """Parses a text-format config file; ConfigError names the file and the problem."""
+    """Parses a text-format config file; a ConfigError names the file and the
+    problem in TF Serving's words (see ``loader.model_config.parse_text_proto``)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read {path!r}: {err}") from err
     message = message_class()
-    try:
-        text_format.Parse(text, message)
-    except text_format.ParseError as err:
-        raise ConfigError(f"Invalid protobuf file: '{path}': {err}") from err
+    parse_text_proto(text, message, path)
     return message

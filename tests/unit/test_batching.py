@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from google.protobuf import text_format
 
 from functions.serving.batching import Batcher, BatchingOptions, pad_to_common_shape
 from functions.serving.config_messages import BatchingParameters, read_text_proto
@@ -100,7 +101,7 @@ def test_a_full_queue_is_unavailable() -> None:
 @pytest.mark.parametrize(
     ("inputs", "fragment"),
     [
-        ({"x": np.ones((9, 1))}, "Task size 9 is larger than maximum batch size 8"),
+        ({"x": np.ones((9, 1))}, "Task size 9 is larger than maximum input batch size 8"),
         ({"x": np.float32(1.0)}, "at least one dimension"),
         ({"x": np.ones((2, 1)), "z": np.ones((3, 1))}, "equal 0th-dimension size"),
     ],
@@ -113,17 +114,255 @@ def test_bad_tasks(inputs: dict[str, Any], fragment: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "options",
+    ("options", "fragment"),
     [
-        {"max_batch_size": 0},
-        {"num_batch_threads": 0},
-        {"max_batch_size": 8, "allowed_batch_sizes": (4, 2, 8)},
-        {"max_batch_size": 8, "allowed_batch_sizes": (2, 4)},
+        ({"max_batch_size": 0}, "max_batch_size must be positive; was 0"),
+        ({"num_batch_threads": 0}, "num_batch_threads must be positive; was 0"),
+        ({"max_enqueued_batches": -1}, "max_enqueued_batches must be positive; was -1"),
+        (
+            {"max_enqueued_batches": 0, "enable_large_batch_splitting": True},
+            "max_enqueued_batches must be positive; was 0",
+        ),
+        ({"batch_timeout_seconds": -0.001}, "batch_timeout_micros must be non-negative; was -1000"),
+        (
+            {"max_batch_size": 8, "allowed_batch_sizes": (4, 2, 8)},
+            "allowed_batch_sizes entries must be monotonically increasing",
+        ),
+        (
+            {"max_batch_size": 8, "allowed_batch_sizes": (2, 4)},
+            "Last entry in allowed_batch_sizes must match max_batch_size; last entry was 4; "
+            "expected 8",
+        ),
+        (
+            {"max_batch_size": 4, "enable_large_batch_splitting": True,
+             "max_execution_batch_size": 8},
+            "When enable_large_batch_splitting is true, input_batch_size_limit must be greater "
+            "than or equal to max_execution_batch_size (max_batch_size is 4, "
+            "max_execution_batch_size is 8)",
+        ),
+        (
+            {"max_batch_size": 8, "enable_large_batch_splitting": True,
+             "max_execution_batch_size": 0},
+            "max_execution_batch_size must be positive; was 0",
+        ),
+        (
+            # WrapSessionForBatching checks max_batch_size, also with splitting.
+            {"max_batch_size": 8, "enable_large_batch_splitting": True,
+             "max_execution_batch_size": 4, "allowed_batch_sizes": (2, 4)},
+            "Last entry in allowed_batch_sizes must match max_batch_size; last entry was 4",
+        ),
     ],
-)
-def test_invalid_options(options: dict[str, Any]) -> None:
-    with pytest.raises(ConfigError):
+    ids=[
+        "max-batch-size", "threads", "negative-queue", "zero-queue-splitting", "timeout",
+        "allowed-not-increasing", "allowed-last", "execution-above-max", "execution-zero",
+        "allowed-last-splitting",
+    ],
+)  # fmt: skip
+def test_invalid_options(options: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
         BatchingOptions(**options)
+    assert fragment in info.value.message
+    assert info.value.message.startswith("BatchingParameters: ")
+
+
+def test_defaults_are_tf_servings_queue_options() -> None:
+    options = BatchingOptions()
+    assert (options.max_batch_size, options.max_enqueued_batches) == (1000, 10)
+    assert options.batch_timeout_seconds == 0.0
+    assert not options.enable_large_batch_splitting
+    assert options.execution_batch_size == 1000
+    # TF's AddQueue turns 0 into 1 when splitting is off.
+    assert BatchingOptions(max_enqueued_batches=0).max_enqueued_batches == 1
+    splitting = BatchingOptions(max_batch_size=16, enable_large_batch_splitting=True)
+    assert splitting.execution_batch_size == 16  # unset: max_batch_size
+
+
+def parse_batching(text: str) -> Any:
+    params = BatchingParameters()
+    text_format.Parse(text, params)
+    return params
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "max_batch_size { value: 32 }\nenable_large_batch_splitting { value: true }\n"
+            "max_execution_batch_size { value: 8 }\nallowed_batch_sizes: [4, 32]",
+            BatchingOptions(max_batch_size=32, enable_large_batch_splitting=True,
+                            max_execution_batch_size=8, allowed_batch_sizes=(4, 32)),
+        ),
+        (
+            "max_batch_size { value: 32 }\nenable_large_batch_splitting { value: true }",
+            BatchingOptions(max_batch_size=32, enable_large_batch_splitting=True),
+        ),
+        (  # as in TF Serving, max_execution_batch_size counts only with splitting
+            "max_batch_size { value: 32 }\nmax_execution_batch_size { value: 8 }",
+            BatchingOptions(max_batch_size=32),
+        ),
+        (
+            "max_batch_size { value: 32 }\nenable_large_batch_splitting { value: false }\n"
+            "max_execution_batch_size { value: 8 }",
+            BatchingOptions(max_batch_size=32),
+        ),
+    ],
+    ids=["split", "split-default-execution-size", "execution-without-split", "split-false"],
+)  # fmt: skip
+def test_splitting_fields_are_read_from_the_file(text: str, expected: BatchingOptions) -> None:
+    assert BatchingOptions.from_proto(parse_batching(text)) == expected
+
+
+def test_splitting_field_types_and_numbers_are_tf_servings() -> None:
+    fields = {f.name: f for f in BatchingParameters.DESCRIPTOR.fields}
+    assert fields["enable_large_batch_splitting"].number == 8
+    assert fields["enable_large_batch_splitting"].message_type.full_name == (
+        "google.protobuf.BoolValue"
+    )
+    assert fields["max_execution_batch_size"].number == 9
+    assert fields["max_execution_batch_size"].message_type.full_name == (
+        "google.protobuf.Int64Value"
+    )
+
+
+# ------------------------------------------------------------ large-batch splitting
+
+
+class Gate:
+    """A run function whose first call blocks until released; records batches."""
+
+    def __init__(self) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+        self.batches: list[np.ndarray] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            first = not self.batches
+            self.batches.append(inputs["x"].copy())
+        if first:
+            self.started.set()
+            self.release.wait(10)
+        return {"y": inputs["x"] * 2.0, "n": inputs["x"].sum(axis=1)}
+
+
+def call_in_thread(batcher: Batcher, x: np.ndarray, run: Any, out: dict[str, Any]) -> Any:
+    def call() -> None:
+        try:
+            out["result"] = batcher.run("sig", {"x": x}, run)
+        except Exception as err:  # handed to the test
+            out["error"] = err
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    return thread
+
+
+def wait_for_rows(batcher: Batcher, rows: int) -> None:
+    (queue,) = batcher._queues.values()
+    for _ in range(2000):
+        if queue._rows == rows:
+            return
+        threading.Event().wait(0.005)
+    raise AssertionError(f"queue never held {rows} rows (has {queue._rows})")
+
+
+def splitting(**overrides: Any) -> BatchingOptions:
+    base: dict[str, Any] = {"max_batch_size": 10, "enable_large_batch_splitting": True,
+                            "max_execution_batch_size": 4, "num_batch_threads": 1}  # fmt: skip
+    return BatchingOptions(**{**base, **overrides})
+
+
+def test_a_request_above_the_execution_size_is_split_and_joined_in_order() -> None:
+    batcher = Batcher(splitting())
+    run = Recorder()
+    x = np.arange(20, dtype=np.float32).reshape(10, 2)
+    out = batcher.run("sig", {"x": x}, run)
+    assert run.batch_sizes == [4, 4, 2]
+    np.testing.assert_array_equal(out["y"], x * 2.0)
+    np.testing.assert_array_equal(out["n"], x.sum(axis=1))
+
+
+def test_pieces_fill_the_open_batch_beside_other_requests() -> None:
+    """TF's eager split: B's first piece fills A's open batch, the rest follow."""
+    batcher = Batcher(splitting())
+    run = Gate()
+    w, a = np.full((4, 1), -1.0, np.float32), np.arange(3, dtype=np.float32).reshape(3, 1)
+    b = np.arange(100, 106, dtype=np.float32).reshape(6, 1)
+    outs: list[dict[str, Any]] = [{}, {}, {}]
+    threads = [call_in_thread(batcher, w, run, outs[0])]
+    assert run.started.wait(10)  # W runs (and blocks): the queue is empty
+    threads.append(call_in_thread(batcher, a, run, outs[1]))
+    wait_for_rows(batcher, 3)
+    threads.append(call_in_thread(batcher, b, run, outs[2]))
+    wait_for_rows(batcher, 9)
+    run.release.set()
+    for thread in threads:
+        thread.join(10)
+    assert [len(batch) for batch in run.batches] == [4, 4, 4, 1]
+    np.testing.assert_array_equal(run.batches[1], np.concatenate([a, b[:1]]))
+    np.testing.assert_array_equal(run.batches[2], b[1:5])
+    np.testing.assert_array_equal(run.batches[3], b[5:])
+    for x, out in zip((w, a, b), outs, strict=True):
+        np.testing.assert_array_equal(out["result"]["y"], x * 2.0)
+
+
+def test_splitting_bounds_a_request_by_max_batch_size() -> None:
+    batcher = Batcher(splitting())
+    with pytest.raises(InvalidArgument) as info:
+        batcher.run("sig", {"x": np.ones((11, 1), np.float32)}, Recorder())
+    assert info.value.message == "Task size 11 is larger than maximum input batch size 10"
+
+
+def test_splitting_queue_capacity_is_in_execution_sized_batches() -> None:
+    """Capacity: max_enqueued_batches * max_execution_batch_size rows, less those queued."""
+    batcher = Batcher(splitting(max_batch_size=8, max_execution_batch_size=2,
+                                max_enqueued_batches=2))  # fmt: skip
+    run = Gate()
+    out: dict[str, Any] = {}
+    running = call_in_thread(batcher, np.ones((2, 1), np.float32), run, out)
+    assert run.started.wait(10)
+    try:
+        with pytest.raises(Unavailable) as info:
+            batcher.run("sig", {"x": np.ones((5, 1), np.float32)}, run)
+        assert info.value.message == (
+            "The batch scheduling queue to which this task was submitted is full; task size "
+            "is 5 but scheduling capacity is only 4 (num_enqueued_batches=1, "
+            "max_enqueued_batches=2, open_batch_size=0, max_execution_batch_size=2)"
+        )
+        fits: dict[str, Any] = {}
+        queued = call_in_thread(batcher, np.ones((4, 1), np.float32), run, fits)
+        wait_for_rows(batcher, 4)
+    finally:
+        run.release.set()
+        running.join(10)
+    queued.join(10)
+    assert [len(batch) for batch in run.batches] == [2, 2, 2]
+    np.testing.assert_array_equal(fits["result"]["y"], np.full((4, 1), 2.0))
+
+
+def test_split_pieces_padded_differently_are_joined_padded() -> None:
+    """pad_variable_length_inputs with splitting: B's pieces land in batches padded
+    to inner sizes 5 and 2; its outputs are padded to 5 before they are joined."""
+    batcher = Batcher(splitting(max_execution_batch_size=2, pad_variable_length_inputs=True))
+    run = Gate()
+    w = np.ones((2, 1), np.float32)
+    a = np.arange(5, dtype=np.float32).reshape(1, 5)
+    b = np.arange(10, 16, dtype=np.float32).reshape(3, 2)
+    outs: list[dict[str, Any]] = [{}, {}, {}]
+    threads = [call_in_thread(batcher, w, run, outs[0])]
+    assert run.started.wait(10)
+    threads.append(call_in_thread(batcher, a, run, outs[1]))
+    wait_for_rows(batcher, 1)
+    threads.append(call_in_thread(batcher, b, run, outs[2]))
+    wait_for_rows(batcher, 4)
+    run.release.set()
+    for thread in threads:
+        thread.join(10)
+    assert [batch.shape for batch in run.batches] == [(2, 1), (2, 5), (2, 2)]
+    np.testing.assert_array_equal(outs[1]["result"]["y"], a * 2.0)
+    y = outs[2]["result"]["y"]
+    assert y.shape == (3, 5)
+    np.testing.assert_array_equal(y[:, :2], b * 2.0)
 
 
 def test_tf_servings_batching_config_loads() -> None:
