@@ -162,11 +162,11 @@ class ServerOptions:
         False,
         "Read batching_params.pbtxt from each SavedModel.",
         "later",
-        "request batching is not supported yet",
+        "per-model batching_params.pbtxt files are not read yet; use --batching_parameters_file",
     )
     batching_parameters_file: str = _flag(
         "",
-        "A BatchingParameters text proto (max_batch_size, batch_timeout_micros, max_enqueued_batches, num_batch_threads, allowed_batch_sizes); needs --enable_batching.",
+        "A BatchingParameters text proto; needs --enable_batching. Fields: max_batch_size (the largest request; default 1000), batch_timeout_micros (0), max_enqueued_batches (10), num_batch_threads (CPUs), thread_pool_name, allowed_batch_sizes (increasing, ending with max_batch_size), pad_variable_length_inputs, enable_large_batch_splitting (split requests larger than what a run may take) and max_execution_batch_size (the largest run with splitting; default max_batch_size). A file that does not parse exits 1 with protobuf's line:column.",
     )
     monitoring_config_file: str = _flag(
         "",
@@ -186,24 +186,22 @@ class ServerOptions:
     )
     prefer_tflite_model: bool = _flag(
         False,
-        "Prefer model.tflite in the SavedModel.",
-        "later",
-        "TensorFlow Lite models are not supported",
+        "Serve a version directory that holds model.tflite with TensorFlow Lite's interpreter, from that file alone (no saved_model.pb is read or needed); a version without model.tflite is served from its SavedModel.",
     )
     num_tflite_pools: int = _flag(
-        _CPUS, "TFLite interpreter pools.", "noop", "TensorFlow Lite models are not supported"
+        _CPUS,
+        "With --prefer_tflite_model: TFLite interpreters per model version (TF Serving's name; it is the size of the version's one interpreter pool). A request takes a free interpreter and waits while all are busy. Values below 1 mean 1.",
     )
     num_tflite_interpreters_per_pool: int = _flag(
-        1, "TFLite interpreters per pool.", "noop", "TensorFlow Lite models are not supported"
+        1,
+        "With --prefer_tflite_model: above 1, a request of more than ceil(500 / N) rows (or of a one-input model's fixed batch size) is split into chunks that run on several interpreters at once, as in TF Serving.",
     )
     thread_pool_factory_config_file: str = _flag(
         "", "A ThreadPoolConfig text proto.", "later", "thread pool factories are not supported"
     )
     enable_profiler: bool = _flag(
         True,
-        "Serve the TensorFlow profiler.",
-        "later",
-        "the profiler service is not supported yet; the default is accepted, an explicit --enable_profiler=true is refused",
+        "Serve TensorFlow's profiler (tensorflow.ProfilerService) on the gRPC ports, as TF Serving does: tf.profiler.experimental.client.trace('grpc://HOST:PORT', LOGDIR, MS) or TensorBoard's Capture Profile traces this process for MS ms and the server writes LOGDIR/plugins/profile/<run>/<host>_<port>.xplane.pb (LOGDIR must be writable by the server). Same ports, TLS and UNIX socket as the serving API; no extra listener. One trace at a time.",
     )
     skip_initialize_tpu: bool = _flag(
         False, "Skip TPU initialisation.", "noop", "rollway does not use TPUs"
@@ -333,13 +331,13 @@ def parse_flags(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Pa
             explicit.add(f.name)
     options = ServerOptions(**values)
     try:
-        validate(options, frozenset(explicit))
+        validate(options)
     except UsageError as err:
         parser.error(str(err))
     return ParsedFlags(options, frozenset(explicit))
 
 
-def validate(options: ServerOptions, explicit: frozenset[str]) -> None:
+def validate(options: ServerOptions) -> None:
     """Cross-flag rules, and refusal of features that are not built yet."""
     o = options
     if o.version:
@@ -381,14 +379,7 @@ def validate(options: ServerOptions, explicit: frozenset[str]) -> None:
     for f in _fields():
         if f.metadata["support"] != "later":
             continue
-        value = getattr(o, f.name)
-        if (
-            f.name == "enable_profiler"
-        ):  # TF Serving's default is true: refuse only an explicit true
-            refused = f.name in explicit and value
-        else:
-            refused = value != f.default
-        if refused:
+        if getattr(o, f.name) != f.default:
             raise UsageError(f"--{f.name} is not supported yet: {f.metadata['why']}")
 
 

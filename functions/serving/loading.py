@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from functions.serving import example_inference, inference, metrics, saved_model, tensors
+from functions.serving import example_inference, inference, metrics, saved_model, tensors, tflite
 from functions.serving.batching import BatchingOptions
 from functions.serving.op_libraries import register_op_libraries
 from functions.serving.proto_requests import selector_from_proto, tasks_from_proto
@@ -38,22 +38,33 @@ def load_servable(
     check_method: bool = False,
     batching: BatchingOptions | None = None,
     session_config: Any = None,
+    prefer_tflite: bool = False,
+    tflite_pools: int = 1,
+    tflite_interpreters_per_pool: int = 1,
 ) -> Servable:
     """Loads and (optionally) warms up one version. Raises LoadError with the cause.
 
     ``session_config`` is the TensorFlow ConfigProto every version's Session
-    gets (the thread-pool flags)."""
+    gets (the thread-pool flags). With ``prefer_tflite``, a version holding
+    ``model.tflite`` is served from that file alone (TensorFlow Lite's
+    interpreter, ``tflite_pools`` of them; see tflite.py), as TF Serving's
+    --prefer_tflite_model does: no SavedModel is read, or needed, then."""
     started = time.monotonic()
     register_op_libraries()  # TF Serving links these ops into its binary
-    saved = saved_model.read_saved_model(path)
-    meta_graph = saved_model.select_meta_graph(saved, tags, path)
+    lite = path / tflite.MODEL_FILE
+    use_tflite = prefer_tflite and lite.is_file()
+    if not use_tflite:
+        saved = saved_model.read_saved_model(path)
+        meta_graph = saved_model.select_meta_graph(saved, tags, path)
     try:
-        loaded = load_session_bundle(path, tags, meta_graph, session_config)
+        if use_tflite:
+            loaded = tflite.load_tflite(path, tflite_pools, tflite_interpreters_per_pool)
+        else:
+            loaded = load_session_bundle(path, tags, meta_graph, session_config)
     except Exception as err:  # TF raises many types here; all mean "cannot load"
         metrics.load_attempt_count.labels(str(path), "fail").inc()
-        raise LoadError(
-            f"loading SavedModel at {path} failed: {err}", Code.INVALID_ARGUMENT
-        ) from err
+        what = f"TensorFlow Lite model {lite}" if use_tflite else f"SavedModel at {path}"
+        raise LoadError(f"loading {what} failed: {err}", Code.INVALID_ARGUMENT) from err
     servable = Servable(version_id, path, loaded, batching)
     load_done = time.monotonic()
     metrics.load_attempt_count.labels(str(path), "success").inc()

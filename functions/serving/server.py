@@ -132,6 +132,9 @@ def _serve(
         check_method=o.enable_signature_method_name_check,
         batching=batching,
         session_config=session_config,
+        prefer_tflite=o.prefer_tflite_model,
+        tflite_pools=o.num_tflite_pools,
+        tflite_interpreters_per_pool=o.num_tflite_interpreters_per_pool,
     )
     # With assignments, ready only once startup loaded every assigned version.
     health = ModelHealth(lambda: core.manager.is_ready() and (not assigned or assigned.ready()))
@@ -169,8 +172,7 @@ def _serve(
             else ""
         ),
     )
-    if o.enable_grpc_healthcheck_service:
-        health.add_to(server)
+    _add_optional_services(server, o, health)
     try:
         metrics_path = _metrics_path(o)
         addresses = _bind(server, o)
@@ -217,6 +219,16 @@ def _serve(
     log.info("serving models: %s", ", ".join(s.name for s in core.manager.specs()) or "(none)")
     stop.wait()
     return _shutdown(server, rest, core, health, 0, assigned)
+
+
+def _add_optional_services(server: grpc.Server, o: ServerOptions, health: ModelHealth) -> None:
+    """The services beside TF Serving's API, on the same ports: health, the profiler."""
+    if o.enable_grpc_healthcheck_service:
+        health.add_to(server)
+    if o.enable_profiler:  # TensorFlow's ProfilerService, as TF Serving's server.cc adds it
+        from functions.serving.profiler import add_profiler_service
+
+        add_profiler_service(server)
 
 
 def _start_models(

@@ -4,7 +4,9 @@ Run with ``make bench``. For each model (TF Serving's half_plus_two, and an
 MLP of about one million parameters) it measures, in one run:
 
 1. the raw TensorFlow call: the loaded SavedModel's signature function called
-   in-process (numpy in, numpy out), one caller;
+   in-process (numpy in, numpy out), one caller; and the raw Session callable
+   (the MetaGraph in a Session, fed by the SignatureDef's tensor names: what
+   rollway's runner calls), one caller;
 2. rollway gRPC Predict with one client: p50, p99, p99.9 latency;
 3. rollway gRPC Predict with 8 concurrent clients (8 processes): throughput
    and p99.9 latency.
@@ -69,6 +71,29 @@ def raw_call(version_dir: Path, x: np.ndarray, input_name: str, n: int) -> dict[
         start = time.perf_counter()
         outputs = fn(**{input_name: x})
         {k: v.numpy() for k, v in outputs.items()}
+        latencies.append(time.perf_counter() - start)
+    return summarize(latencies)
+
+
+def raw_session_call(version_dir: Path, x: np.ndarray, input_name: str, n: int) -> dict[str, float]:
+    import tensorflow as tf
+    from tensorflow.core.protobuf import config_pb2
+
+    graph = tf.Graph()
+    session = tf.compat.v1.Session(graph=graph)
+    with graph.as_default():
+        meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(version_dir))
+    signature = meta_graph.signature_def["serving_default"]
+    fetches = [t.name for t in signature.outputs.values()]
+    call = session._make_callable_from_options(
+        config_pb2.CallableOptions(feed=[signature.inputs[input_name].name], fetch=fetches)
+    )
+    for _ in range(50):
+        call(x)
+    latencies = []
+    for _ in range(n):
+        start = time.perf_counter()
+        call(x)
         latencies.append(time.perf_counter() - start)
     return summarize(latencies)
 
@@ -248,6 +273,7 @@ def bench_model(
     print(f"[{name}, {layout}] raw in-process call ...", flush=True)
     with _cpus(client_cpus):
         raw = raw_call(scan_versions(base)[version], x, input_name, args.requests)
+        raw_session = raw_session_call(scan_versions(base)[version], x, input_name, args.requests)
     payload = _request(name, input_name, x)
     with tempfile.TemporaryDirectory() as tmp:
         rest_port = free_port()
@@ -286,10 +312,12 @@ def bench_model(
         "layout": layout,
         "batch": list(x.shape),
         "raw": raw,
+        "raw_session": raw_session,
         "grpc_single": single,
         "rest_single": rest,
         "grpc_concurrent": concurrent,
         "p50_ratio_grpc_vs_raw": ratio,
+        "p50_ratio_grpc_vs_raw_session": single["p50_ms"] / raw_session["p50_ms"],
         "checks": checks,
     }
 
@@ -311,6 +339,7 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         c = r["grpc_concurrent"]
         for label, s, qps in (
             ("raw in-process call", r["raw"], 1000.0 / r["raw"]["mean_ms"]),
+            ("raw Session callable", r["raw_session"], 1000.0 / r["raw_session"]["mean_ms"]),
             ("gRPC, 1 client", r["grpc_single"], 1000.0 / r["grpc_single"]["mean_ms"]),
             ("REST, 1 client", r["rest_single"], 1000.0 / r["rest_single"]["mean_ms"]),
             (f"gRPC, {c['clients']} clients", c, c["predictions_per_s"]),
@@ -323,6 +352,10 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     for r in results:
         where = f"| {r['model']} | {r['layout']} "
         lines.append(f"{where}| gRPC p50 / raw p50 | {r['p50_ratio_grpc_vs_raw']:.2f}x |")
+        lines.append(
+            f"{where}| gRPC p50 / raw Session callable p50 | "
+            f"{r['p50_ratio_grpc_vs_raw_session']:.2f}x |"
+        )
         for check, ok in r["checks"].items():
             lines.append(f"{where}| {check} | {'PASS' if ok else 'FAIL'} |")
     return "\n".join(lines) + "\n"

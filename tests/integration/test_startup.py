@@ -172,9 +172,12 @@ def test_relative_base_path_exits_non_zero(serve: ServerFactory) -> None:
             "You cannot configure all",
         ),
         (["--use_alts_credentials"], "--use_alts_credentials is not supported yet"),
-        (["--prefer_tflite_model=true"], "--prefer_tflite_model is not supported yet"),
+        (
+            ["--xla_cpu_compilation_enabled=true"],
+            "--xla_cpu_compilation_enabled is not supported yet",
+        ),
     ],
-    ids=["unknown-flag", "all-parallelism-flags", "alts", "tflite-true"],
+    ids=["unknown-flag", "all-parallelism-flags", "alts", "xla-true"],
 )
 def test_usage_errors_exit_2(serve: ServerFactory, args: list[str], expected: str) -> None:
     code, log = failed_start(serve, [f"--model_base_path={HALF_PLUS_TWO}", *args])

@@ -74,12 +74,23 @@ def _exit_2(
         ("per_process_gpu_memory_fraction", 0.0),
         ("remove_unused_fields_from_bundle_metagraph", True),
         ("prefer_tflite_model", False),
+        ("num_tflite_pools", os.cpu_count() or 1),
         ("num_tflite_interpreters_per_pool", 1),
         ("enable_signature_method_name_check", False),
         ("enable_profiler", True),
         ("enable_serialization_as_tensor_content", False),
         ("use_alts_credentials", False),
         ("version", False),
+        ("ssl_config_file", ""),
+        ("monitoring_config_file", ""),
+        ("enable_per_model_batching_parameters", False),
+        ("tensorflow_session_config_file", ""),
+        ("platform_config_file", ""),
+        ("xla_cpu_compilation_enabled", False),
+        ("xla_gpu_compilation_enabled", False),
+        ("mixed_precision", ""),
+        ("thread_pool_factory_config_file", ""),
+        ("skip_initialize_tpu", False),
         # rollway's own choices, documented in the README
         ("enable_grpc_healthcheck_service", True),
         ("bind_address", "0.0.0.0"),
@@ -101,6 +112,95 @@ def test_defaults_match_tf_serving(name: str, default: Any) -> None:
     assert getattr(ServerOptions(), name) == default
     parsed = _parse("--model_config_file=/models.config")
     assert getattr(parsed.options, name) == default
+
+
+# Every flag of TF Serving's model_servers/main.cc (flag_list), in its order.
+TF_SERVING_FLAGS = [
+    "port",
+    "grpc_socket_path",
+    "rest_api_port",
+    "rest_api_num_threads",
+    "rest_api_timeout_in_ms",
+    "rest_api_enable_cors_support",
+    "enable_batching",
+    "allow_version_labels_for_unavailable_models",
+    "batching_parameters_file",
+    "enable_per_model_batching_parameters",
+    "model_config_file",
+    "model_config_file_poll_wait_seconds",
+    "model_name",
+    "model_base_path",
+    "num_load_threads",
+    "num_unload_threads",
+    "max_num_load_retries",
+    "load_retry_interval_micros",
+    "file_system_poll_wait_seconds",
+    "flush_filesystem_caches",
+    "tensorflow_session_parallelism",
+    "tensorflow_session_config_file",
+    "tensorflow_intra_op_parallelism",
+    "tensorflow_inter_op_parallelism",
+    "use_alts_credentials",
+    "ssl_config_file",
+    "platform_config_file",
+    "per_process_gpu_memory_fraction",
+    "saved_model_tags",
+    "grpc_channel_arguments",
+    "grpc_max_threads",
+    "enable_model_warmup",
+    "num_request_iterations_for_warmup",
+    "version",
+    "monitoring_config_file",
+    "remove_unused_fields_from_bundle_metagraph",
+    "prefer_tflite_model",
+    "num_tflite_pools",
+    "num_tflite_interpreters_per_pool",
+    "enable_signature_method_name_check",
+    "xla_cpu_compilation_enabled",
+    "xla_gpu_compilation_enabled",
+    "enable_profiler",
+    "thread_pool_factory_config_file",
+    "mixed_precision",
+    "skip_initialize_tpu",
+    "enable_grpc_healthcheck_service",
+    "enable_serialization_as_tensor_content",
+]
+
+
+def test_every_tf_serving_flag_is_accepted() -> None:
+    assert set(TF_SERVING_FLAGS) <= set(FIELDS)
+    assert len(TF_SERVING_FLAGS) == len(set(TF_SERVING_FLAGS)) == 48
+
+
+def test_batching_file_help_lists_every_batching_parameters_field() -> None:
+    from functions.serving.config_messages import BatchingParameters
+
+    text = FIELDS["batching_parameters_file"].metadata["help"]
+    for field in BatchingParameters.DESCRIPTOR.fields:
+        assert field.name in text, field.name
+
+
+def test_per_model_batching_says_what_is_missing() -> None:
+    why = FIELDS["enable_per_model_batching_parameters"].metadata["why"]
+    assert "batching_params.pbtxt" in why
+    assert "batching is not supported" not in why  # --enable_batching works
+
+
+def test_tflite_flags_are_supported() -> None:
+    names = ("prefer_tflite_model", "num_tflite_pools", "num_tflite_interpreters_per_pool")
+    assert all(FIELDS[name].metadata["support"] == "yes" for name in names)
+    parsed = _parse(
+        BASE,
+        "--prefer_tflite_model",
+        "--num_tflite_pools=3",
+        "--num_tflite_interpreters_per_pool=2",
+    )
+    options = parsed.options
+    assert (options.prefer_tflite_model, options.num_tflite_pools) == (True, 3)
+    assert options.num_tflite_interpreters_per_pool == 2
+    env = {"ROLLWAY_PREFER_TFLITE_MODEL": "true", "ROLLWAY_NUM_TFLITE_POOLS": "5"}
+    from_env = _parse(BASE, env=env).options
+    assert (from_env.prefer_tflite_model, from_env.num_tflite_pools) == (True, 5)
 
 
 def test_model_config_file_default_is_empty() -> None:
@@ -492,15 +592,11 @@ def test_later_flags_exist() -> None:
         "xla_cpu_compilation_enabled",
         "xla_gpu_compilation_enabled",
         "mixed_precision",
-        "prefer_tflite_model",
         "thread_pool_factory_config_file",
-        "enable_profiler",
     } == names
 
 
-@pytest.mark.parametrize(
-    "field", [f for f in LATER if f.name != "enable_profiler"], ids=lambda f: f.name
-)
+@pytest.mark.parametrize("field", LATER, ids=lambda f: f.name)
 def test_later_flags_with_a_non_default_value_exit_2(
     capsys: pytest.CaptureFixture[str], field: dataclasses.Field[Any]
 ) -> None:
@@ -511,9 +607,7 @@ def test_later_flags_with_a_non_default_value_exit_2(
         assert f"--{field.name} is not supported yet: {field.metadata['why']}" in err
 
 
-@pytest.mark.parametrize(
-    "field", [f for f in LATER if f.name != "enable_profiler"], ids=lambda f: f.name
-)
+@pytest.mark.parametrize("field", LATER, ids=lambda f: f.name)
 def test_later_flags_from_the_environment_exit_2(
     capsys: pytest.CaptureFixture[str], field: dataclasses.Field[Any]
 ) -> None:
@@ -523,9 +617,7 @@ def test_later_flags_from_the_environment_exit_2(
     assert "not supported yet" in _exit_2(capsys, BASE, env=env)
 
 
-@pytest.mark.parametrize(
-    "field", [f for f in LATER if f.name != "enable_profiler"], ids=lambda f: f.name
-)
+@pytest.mark.parametrize("field", LATER, ids=lambda f: f.name)
 def test_later_flags_at_their_default_are_accepted(field: dataclasses.Field[Any]) -> None:
     default = field.default
     text = str(default).lower() if isinstance(default, bool) else str(default)
@@ -537,17 +629,15 @@ def test_later_flags_at_their_default_are_accepted(field: dataclasses.Field[Any]
     "argv",
     [["--enable_profiler=true"], ["--enable_profiler"], ["--enable_profiler", "true"]],
 )
-def test_explicit_enable_profiler_true_is_refused(
-    capsys: pytest.CaptureFixture[str], argv: list[str]
-) -> None:
-    assert "--enable_profiler is not supported yet" in _exit_2(capsys, BASE, *argv)
+def test_explicit_enable_profiler_true_is_accepted(argv: list[str]) -> None:
+    parsed = _parse(BASE, *argv)
+    assert parsed.options.enable_profiler is True
+    assert "enable_profiler" in parsed.explicit
 
 
-def test_explicit_enable_profiler_true_from_the_environment_is_refused(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    err = _exit_2(capsys, BASE, env={"ROLLWAY_ENABLE_PROFILER": "true"})
-    assert "--enable_profiler is not supported yet" in err
+def test_enable_profiler_from_the_environment() -> None:
+    assert _parse(BASE, env={"ROLLWAY_ENABLE_PROFILER": "true"}).options.enable_profiler is True
+    assert _parse(BASE, env={"ROLLWAY_ENABLE_PROFILER": "no"}).options.enable_profiler is False
 
 
 def test_default_enable_profiler_is_accepted() -> None:
@@ -557,8 +647,6 @@ def test_default_enable_profiler_is_accepted() -> None:
 
 
 def test_enable_profiler_false_is_accepted() -> None:
-    # rollway serves no profiler, so turning it off asks for what rollway does;
-    # the flag's help and the README refuse only an explicit true.
     assert _parse(BASE, "--enable_profiler=false").options.enable_profiler is False
 
 
