@@ -11,7 +11,7 @@ TF_SERVING_API := tensorflow-serving-api==2.21.0
 # TF Decision Forests has no build for TensorFlow 2.21 (1.12.0 requires 2.19.0).
 TF_TEXT := tensorflow-text==2.21.1
 
-.PHONY: venv demo test lint typecheck unit bench protos clean
+.PHONY: venv demo test lint typecheck layers unit bench protos clean
 
 venv: $(STAMP)
 
@@ -41,7 +41,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-test: lint typecheck
+# The layering contracts of pyproject.toml's [tool.importlinter].
+layers: $(STAMP)
+	$(VENV)/bin/lint-imports
+
+test: lint typecheck layers
 	$(VENV)/bin/pytest
 
 bench: $(STAMP)

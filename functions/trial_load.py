@@ -6,6 +6,7 @@ Returns None on success, or the reason the load failed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -22,14 +23,14 @@ def load_problem(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    from functions.serving.loading import load_servable
-    from functions.serving.op_libraries import register_op_libraries
+    from functions.serving.dataplane.warmup import WarmupOptions, warmed
+    from functions.serving.runtime.loading import RuntimeOptions, load_servable
 
     # As in serve: TF repeats load-time notices (e.g. TF1 reference variables).
     tf.get_logger().setLevel(logging.ERROR)
-    register_op_libraries()
+    load = functools.partial(load_servable, options=RuntimeOptions(tags=tags))
     try:
-        load_servable(version, directory, tags, warmup=True, warmup_iterations=1)
+        warmed(load, WarmupOptions())(version, directory)
     except Exception as err:  # LoadError, or whatever TensorFlow raises
         return err.message if isinstance(err, RollwayError) else f"{type(err).__name__}: {err}"
     return None

@@ -1,5 +1,20 @@
-"""``rollway serve``: a drop-in replacement for ``tensorflow_model_server``.
+"""``rollway serve``: a TensorFlow Serving-compatible model server, in layers
+whose imports point down only (import-linter contracts in pyproject.toml,
+checked by ``make test``):
 
-Stages: flags -> model config -> manager (version lifecycle) -> servables ->
-data plane (``inference``) -> thin gRPC adapters.
+    server.py    wiring only: flags -> sources -> manager -> data plane -> APIs
+    api/         thin protocol adapters: tfserving/ (TF Serving's gRPC and REST),
+                 health, the profiler, the error maps (grpc_errors, http_errors);
+                 room for v2/ (Open Inference Protocol) over the same data plane
+    dataplane/   one DataPlane (predict, classify, regress, multi_inference,
+                 metadata, status, ready) with protocol-neutral types; warmup
+    runtime/     TensorFlow: SavedModel reading, the Session runner, TFLite,
+                 the servable, batching, op libraries
+    codecs/      TensorProto <-> numpy, TF Serving's JSON, tf.Example inputs;
+                 no transport
+    core/        sources (file system, assignments), the manager; no TensorFlow
+    metrics.py   the metrics registry the server creates and hands down
+
+Worker processes (several per port) go between ``server.py`` and the data
+plane: a supervisor runs the sources, each worker a manager and a data plane.
 """

@@ -1,6 +1,7 @@
 """Prometheus metrics with TensorFlow Serving's names, labels and buckets.
 
-Metrics live in one prometheus-client registry. The text rendering follows TF
+Metrics live in one prometheus-client registry per :class:`ServingMetrics`,
+which the server creates and hands down. The text rendering follows TF
 Serving's exporter rather than prometheus-client's, so existing dashboards
 keep working: names are TF's paths with ``/`` turned into ``:``
 (``:tensorflow:serving:request_count``), counters carry no ``_total`` suffix,
@@ -30,92 +31,131 @@ DEFAULT_PATH = "/monitoring/prometheus/metrics"
 CONTENT_TYPE = "text/plain; charset=utf-8"
 LATENCY_BUCKETS_US = tuple(10 * 1.8**i for i in range(33))
 
-REGISTRY = CollectorRegistry(auto_describe=True)
-
-request_count = Counter(
-    ":tensorflow:serving:request_count", "The total number of requests.",
-    ["model_name", "status"], registry=REGISTRY,
-)  # fmt: skip
-request_latency = Histogram(
-    ":tensorflow:serving:request_latency",
-    "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
-    ["model_name", "API", "entrypoint"], buckets=LATENCY_BUCKETS_US, registry=REGISTRY,
-)  # fmt: skip
-runtime_latency = Histogram(
-    ":tensorflow:serving:runtime_latency",
-    "Distribution of wall time (in microseconds) for Tensorflow runtime.",
-    ["model_name", "API", "runtime"], buckets=LATENCY_BUCKETS_US, registry=REGISTRY,
-)  # fmt: skip
-warmup_latency = Histogram(
-    ":tensorflow:serving:model_warmup_latency",
-    "Distribution of wall time (in microseconds) for warming up the model.",
-    ["model_path", "status"], buckets=LATENCY_BUCKETS_US, registry=REGISTRY,
-)  # fmt: skip
-load_attempt_count = Counter(
-    ":tensorflow:cc:saved_model:load_attempt_count",
-    "The number of times a SavedModel was successfully loaded.",
-    ["model_path", "status"], registry=REGISTRY,
-)  # fmt: skip
-load_latency = Counter(
-    ":tensorflow:cc:saved_model:load_latency",
-    "Latency in microseconds for SavedModels that were successfully loaded.",
-    ["model_path"], registry=REGISTRY,
-)  # fmt: skip
 # TF Serving's BatchingSession metrics: queueing time per task (its buckets:
 # 100 * 1.2^i us, 52 of them, ~1 s) and one count per batched TF call.
 QUEUING_BUCKETS_US = tuple(100 * 1.2**i for i in range(52))
 BATCH_THREAD_POOL = "batch_threads"  # TF Serving's name for its shared batch scheduler pool
-batching_queuing_latency = Histogram(
-    ":tensorflow:serving:batching_session:queuing_latency",
-    "Distribution of wall time spent (in microseconds) in queuing",
-    ["thread_pool_name"], buckets=QUEUING_BUCKETS_US, registry=REGISTRY,
-)  # fmt: skip
-batching_wrapped_run_count = Counter(
-    ":tensorflow:serving:batching_session:wrapped_run_count",
-    "Total count of run calls on the wrapped session", registry=REGISTRY,
-)  # fmt: skip
-version_state = Gauge(
-    ":rollway:serving:model_version_state",
-    "ModelVersionStatus.State of each version (10 START ... 30 AVAILABLE ... 50 END).",
-    ["model_name", "version"], registry=REGISTRY,
-)  # fmt: skip
 
 
 def microseconds(seconds: float) -> float:
     return seconds * 1e6
 
 
-@contextmanager
-def runtime(model_name: str, api: str) -> Iterator[None]:
-    """Times the TensorFlow call of one request."""
-    started = time.perf_counter()
-    yield
-    runtime_latency.labels(model_name, api, "TF1").observe(
-        microseconds(time.perf_counter() - started)
-    )
+class ServingMetrics:
+    """Every metric ``rollway serve`` exports, in one registry the server creates
+    and hands down to the components that record them (nothing registers at
+    import, so a process may hold several, and workers can be aggregated)."""
 
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.request_count = Counter(
+            ":tensorflow:serving:request_count", "The total number of requests.",
+            ["model_name", "status"], registry=r,
+        )  # fmt: skip
+        self.request_latency = Histogram(
+            ":tensorflow:serving:request_latency",
+            "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
+            ["model_name", "API", "entrypoint"], buckets=LATENCY_BUCKETS_US, registry=r,
+        )  # fmt: skip
+        self.runtime_latency = Histogram(
+            ":tensorflow:serving:runtime_latency",
+            "Distribution of wall time (in microseconds) for Tensorflow runtime.",
+            ["model_name", "API", "runtime"], buckets=LATENCY_BUCKETS_US, registry=r,
+        )  # fmt: skip
+        self.warmup_latency = Histogram(
+            ":tensorflow:serving:model_warmup_latency",
+            "Distribution of wall time (in microseconds) for warming up the model.",
+            ["model_path", "status"], buckets=LATENCY_BUCKETS_US, registry=r,
+        )  # fmt: skip
+        self.load_attempt_count = Counter(
+            ":tensorflow:cc:saved_model:load_attempt_count",
+            "The number of times a SavedModel was successfully loaded.",
+            ["model_path", "status"], registry=r,
+        )  # fmt: skip
+        self.load_latency = Counter(
+            ":tensorflow:cc:saved_model:load_latency",
+            "Latency in microseconds for SavedModels that were successfully loaded.",
+            ["model_path"], registry=r,
+        )  # fmt: skip
+        self.batching_queuing_latency = Histogram(
+            ":tensorflow:serving:batching_session:queuing_latency",
+            "Distribution of wall time spent (in microseconds) in queuing",
+            ["thread_pool_name"], buckets=QUEUING_BUCKETS_US, registry=r,
+        )  # fmt: skip
+        self.batching_wrapped_run_count = Counter(
+            ":tensorflow:serving:batching_session:wrapped_run_count",
+            "Total count of run calls on the wrapped session", registry=r,
+        )  # fmt: skip
+        self.version_state = Gauge(
+            ":rollway:serving:model_version_state",
+            "ModelVersionStatus.State of each version (10 START ... 30 AVAILABLE ... 50 END).",
+            ["model_name", "version"], registry=r,
+        )  # fmt: skip
+        # --assignments (core/assignments)
+        self.generation_in_force = Gauge(
+            ":rollway:serving:assignment_generation",
+            "The assignment generation each model serves.", ["model_name"], registry=r,
+        )  # fmt: skip
+        self.cold_start_seconds = Gauge(
+            ":rollway:serving:cold_start_seconds",
+            "Seconds from reading the assignments to every assigned version AVAILABLE.",
+            registry=r,
+        )  # fmt: skip
+        self.fetch_bytes = Gauge(
+            ":rollway:serving:fetch_bytes",
+            "Bytes fetched from the store by each version's last fetch "
+            "(intact cached files not counted).",
+            ["model_name", "version"], registry=r,
+        )  # fmt: skip
+        self.fetch_seconds = Gauge(
+            ":rollway:serving:fetch_seconds",
+            "Seconds fetching and verifying each version's files (last fetch).",
+            ["model_name", "version"], registry=r,
+        )  # fmt: skip
+        self.follow_failures = Counter(
+            ":rollway:serving:follow_failures",
+            "Failed reads or swaps while following assignments (each is retried).",
+            ["model_name"], registry=r,
+        )  # fmt: skip
 
-@contextmanager
-def request(model_name: str, api: str, entrypoint: str) -> Iterator[None]:
-    """Counts and times one request; the status is the error's canonical code name."""
-    started, status = time.perf_counter(), "OK"
-    try:
+    @contextmanager
+    def runtime(self, model_name: str, api: str) -> Iterator[None]:
+        """Times the TensorFlow call of one request."""
+        started = time.perf_counter()
         yield
-    except RollwayError as err:
-        status = err.code.name
-        raise
-    except BaseException:
-        status = "INTERNAL"
-        raise
-    finally:
-        record_request(model_name, api, entrypoint, status, time.perf_counter() - started)
+        self.runtime_latency.labels(model_name, api, "TF1").observe(
+            microseconds(time.perf_counter() - started)
+        )
 
+    @contextmanager
+    def request(self, model_name: str, api: str, entrypoint: str) -> Iterator[None]:
+        """Counts and times one request; the status is the error's canonical code name."""
+        started, status = time.perf_counter(), "OK"
+        try:
+            yield
+        except RollwayError as err:
+            status = err.code.name
+            raise
+        except BaseException:
+            status = "INTERNAL"
+            raise
+        finally:
+            self.record_request(model_name, api, entrypoint, status, time.perf_counter() - started)
 
-def record_request(model_name: str, api: str, entrypoint: str, status: str, seconds: float) -> None:
-    """As TF Serving: every request is counted, successful ones are timed."""
-    request_count.labels(model_name, status).inc()
-    if status == "OK":
-        request_latency.labels(model_name, api, entrypoint).observe(microseconds(seconds))
+    def record_request(
+        self, model_name: str, api: str, entrypoint: str, status: str, seconds: float
+    ) -> None:
+        """As TF Serving: every request is counted, successful ones are timed."""
+        self.request_count.labels(model_name, status).inc()
+        if status == "OK":
+            self.request_latency.labels(model_name, api, entrypoint).observe(microseconds(seconds))
+
+    def sample(self, name: str, labels: dict[str, str]) -> float | None:
+        return self.registry.get_sample_value(name, labels)
+
+    def render(self) -> bytes:
+        """The registry in TF Serving's Prometheus text format."""
+        return render(self.registry)
 
 
 def _number(value: float) -> str:
@@ -136,10 +176,10 @@ def _labels(labels: dict[str, str]) -> str:
     return "{" + ",".join(escaped) + "}"
 
 
-def render() -> bytes:
-    """The registry in TF Serving's Prometheus text format."""
+def render(registry: CollectorRegistry) -> bytes:
+    """``registry`` in TF Serving's Prometheus text format."""
     lines: list[str] = []
-    for family in REGISTRY.collect():
+    for family in registry.collect():
         lines.append(f"# TYPE {family.name} {family.type}")
         for sample in family.samples:
             name = sample.name

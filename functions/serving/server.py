@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent import futures
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -28,17 +28,20 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from functions.serving import flags, logs
-from functions.serving.batching import BatchingOptions
-from functions.serving.core import ServingCore
+from functions.serving.api.health import ModelHealth
+from functions.serving.core.manager import RetryPolicy
+from functions.serving.core.serving_core import ServingCore
+from functions.serving.dataplane.plane import DataPlane
 from functions.serving.flags import ServerOptions
-from functions.serving.health import ModelHealth
-from functions.serving.loading import load_servable
-from functions.serving.manager import RetryPolicy
+from functions.serving.metrics import ServingMetrics
+from functions.serving.runtime.batching import BatchingOptions
+from functions.serving.runtime.loading import RuntimeOptions, load_servable
+from functions.serving.runtime.servable import Servable
 from loader.errors import ConfigError, RollwayError
 from loader.model_config import ModelSpec, read_model_server_config, single_model_config
 
 if TYPE_CHECKING:
-    from functions.serving.assigned import AssignedModels
+    from functions.serving.core.assignments.source import AssignedModels
 
 log = logging.getLogger("rollway.serve")
 
@@ -62,15 +65,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     logs.configure(options.log_format, options.log_level)
     if options.assignments:  # imported only here: it registers its own metrics
-        from functions.serving.assigned import AssignedModels
+        from functions.serving.core.assignments.source import AssignedModels
 
-        return _serve(options, (), AssignedModels(options))
+        metrics = ServingMetrics()
+        return _serve(options, (), metrics, AssignedModels(options, metrics))
     try:
         specs = _model_specs(options)
     except RollwayError as err:
         log.error("Failed to start server. Error: %s", err.message)
         return 1
-    return _serve(options, specs)
+    return _serve(options, specs, ServingMetrics())
 
 
 def _model_specs(o: ServerOptions) -> tuple[ModelSpec, ...]:
@@ -113,8 +117,52 @@ def _batching(o: ServerOptions) -> BatchingOptions | None:
     )
 
 
+def _load_function(
+    o: ServerOptions,
+    batching: BatchingOptions | None,
+    session_config: Any,
+    metrics: ServingMetrics,
+) -> Any:
+    """What the manager calls to load a version: the runtime's load, then warmup."""
+    from functions.serving.dataplane.warmup import WarmupOptions, warmed
+
+    runtime = RuntimeOptions(
+        tags=tuple(t for t in o.saved_model_tags.split(",") if t),
+        batching=batching,
+        session_config=session_config,
+        prefer_tflite=o.prefer_tflite_model,
+        tflite_pools=o.num_tflite_pools,
+        tflite_interpreters_per_pool=o.num_tflite_interpreters_per_pool,
+    )
+    load = functools.partial(load_servable, options=runtime, metrics=metrics)
+    if not o.enable_model_warmup:
+        return load
+    warmup = WarmupOptions(
+        o.num_request_iterations_for_warmup, o.enable_signature_method_name_check
+    )
+    return warmed(load, warmup, metrics)
+
+
+def _grpc_server(o: ServerOptions) -> grpc.Server:
+    channel_options: list[tuple[str, int | str]] = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),
+    ]
+    channel_options += flags.parse_channel_arguments(o.grpc_channel_arguments)
+    return grpc.server(
+        futures.ThreadPoolExecutor(
+            max_workers=o.grpc_max_threads, thread_name_prefix="rollway-grpc"
+        ),
+        options=channel_options,
+    )
+
+
 def _serve(
-    o: ServerOptions, specs: Sequence[ModelSpec], assigned: AssignedModels | None = None
+    o: ServerOptions,
+    specs: Sequence[ModelSpec],
+    metrics: ServingMetrics,
+    assigned: AssignedModels | None = None,
 ) -> int:
     try:
         batching = _batching(o)
@@ -122,23 +170,12 @@ def _serve(
         log.error("Failed to start server. Error: %s", err.message)
         return 1
     session_config = _configure_tensorflow(o)
-    from functions.serving.grpc_api import add_services  # imports TensorFlow
+    from functions.serving.api.tfserving.grpc_api import add_services  # imports TensorFlow
 
-    load = functools.partial(
-        load_servable,
-        tags=tuple(t for t in o.saved_model_tags.split(",") if t),
-        warmup=o.enable_model_warmup,
-        warmup_iterations=o.num_request_iterations_for_warmup,
-        check_method=o.enable_signature_method_name_check,
-        batching=batching,
-        session_config=session_config,
-        prefer_tflite=o.prefer_tflite_model,
-        tflite_pools=o.num_tflite_pools,
-        tflite_interpreters_per_pool=o.num_tflite_interpreters_per_pool,
-    )
-    # With assignments, ready only once startup loaded every assigned version.
-    health = ModelHealth(lambda: core.manager.is_ready() and (not assigned or assigned.ready()))
-    core = ServingCore(
+    load = _load_function(o, batching, session_config, metrics)
+    # plane is built below: it needs the core, whose changes refresh health.
+    health = ModelHealth(lambda: plane.ready())  # noqa: PLW0108
+    core: ServingCore[Servable] = ServingCore(
         load=load,
         retry=RetryPolicy(o.max_num_load_retries, max(o.load_retry_interval_micros, 0) / 1e6),
         num_load_threads=o.num_load_threads,
@@ -146,25 +183,22 @@ def _serve(
         # Assigned versions come only from assignments: scan the cache per config change.
         file_system_poll_wait_seconds=0 if assigned else o.file_system_poll_wait_seconds,
         on_change=health.refresh,
+        metrics=metrics,
+    )
+    # With assignments, ready only once startup loaded every assigned version.
+    plane = DataPlane(
+        core.manager,
+        check_method=o.enable_signature_method_name_check,
+        ready=lambda: core.manager.is_ready() and (not assigned or assigned.ready()),
     )
 
-    channel_options: list[tuple[str, int | str]] = [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.so_reuseport", 0),
-    ]
-    channel_options += flags.parse_channel_arguments(o.grpc_channel_arguments)
-    server = grpc.server(
-        futures.ThreadPoolExecutor(
-            max_workers=o.grpc_max_threads, thread_name_prefix="rollway-grpc"
-        ),
-        options=channel_options,
-    )
+    server = _grpc_server(o)
     add_services(
         server,
-        core,
+        plane,
+        core.reload,
+        metrics,
         o.enable_serialization_as_tensor_content,
-        o.enable_signature_method_name_check,
         reload_refusal=(
             "the served models come from --assignments; change them with the store's "
             "assignments (rollway label, pin, rollback), not HandleReloadConfigRequest"
@@ -183,7 +217,8 @@ def _serve(
     server.start()
     for address in addresses:
         log.info("Running gRPC ModelServer at %s ...", address)
-    rest = _start_rest(o, core, metrics_path) if o.rest_api_port and not assigned else None
+    start_rest = functools.partial(_start_rest, o, plane, metrics, metrics_path)
+    rest = start_rest() if o.rest_api_port and not assigned else None
     if metrics_path:
         log.info(
             "Prometheus metrics at http://%s:%d%s", o.bind_address, o.rest_api_port, metrics_path
@@ -201,7 +236,10 @@ def _serve(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        rest = _start_models(o, core, specs, assigned, health, metrics_path) or rest
+        rest = (
+            _start_models(core, specs, assigned, health, start_rest if o.rest_api_port else None)
+            or rest
+        )
         starting = False
     except _Shutdown:
         return _shutdown(server, rest, core, health, 0, assigned)
@@ -226,18 +264,17 @@ def _add_optional_services(server: grpc.Server, o: ServerOptions, health: ModelH
     if o.enable_grpc_healthcheck_service:
         health.add_to(server)
     if o.enable_profiler:  # TensorFlow's ProfilerService, as TF Serving's server.cc adds it
-        from functions.serving.profiler import add_profiler_service
+        from functions.serving.api.profiler import add_profiler_service
 
         add_profiler_service(server)
 
 
 def _start_models(
-    o: ServerOptions,
-    core: ServingCore,
+    core: ServingCore[Servable],
     specs: Sequence[ModelSpec],
     assigned: AssignedModels | None,
     health: ModelHealth,
-    metrics_path: str | None,
+    start_rest: Callable[[], Any] | None,
 ) -> Any:
     """Loads the models; returns the REST server when it may start only now."""
     if assigned is None:
@@ -245,7 +282,7 @@ def _start_models(
         return None
     assigned.start(core)
     health.refresh()
-    return _start_rest(o, core, metrics_path) if o.rest_api_port else None
+    return start_rest() if start_rest is not None else None
 
 
 def _bind(server: grpc.Server, o: ServerOptions) -> list[str]:
@@ -302,19 +339,21 @@ def _metrics_path(o: ServerOptions) -> str | None:
     return path
 
 
-def _start_rest(o: ServerOptions, core: ServingCore, metrics_path: str | None) -> Any:
-    from functions.serving.rest_api import RestApi, RestOptions, serve_rest
+def _start_rest(
+    o: ServerOptions, plane: DataPlane, metrics: ServingMetrics, metrics_path: str | None
+) -> Any:
+    from functions.serving.api.tfserving.rest_api import RestApi, RestOptions, serve_rest
 
     app = RestApi(
-        core.manager,
+        plane,
         RestOptions(
             timeout_seconds=o.rest_api_timeout_in_ms / 1000.0,
             max_request_bytes=o.rest_api_max_request_bytes,
-            check_method=o.enable_signature_method_name_check,
             metrics_path=metrics_path,
             cors=o.rest_api_enable_cors_support,
         ),
         workers=o.rest_api_num_threads,
+        metrics=metrics,
     )
     return serve_rest(
         app, o.bind_address, o.rest_api_port, o.rest_api_num_threads, o.rest_api_max_request_bytes
@@ -324,7 +363,7 @@ def _start_rest(o: ServerOptions, core: ServingCore, metrics_path: str | None) -
 def _shutdown(
     server: grpc.Server,
     rest: Any,
-    core: ServingCore,
+    core: ServingCore[Servable],
     health: ModelHealth,
     code: int,
     assigned: AssignedModels | None = None,

@@ -286,7 +286,7 @@ def test_warmup_replays_every_log_type(serve: ServerFactory, tmp_path: Path) -> 
     server = serve(["--model_name=hp2", f"--model_base_path={base}",
                     "--num_request_iterations_for_warmup=3"])  # fmt: skip
     assert version_state(server.address, "hp2") == 30  # AVAILABLE
-    assert "warmup 12 request(s)" in server.log()
+    assert "warmed up hp2:123: 12 request(s)" in server.log()
     with grpc.insecure_channel(server.address) as channel:
         request = predict_pb2.PredictRequest()
         request.model_spec.name = "hp2"

@@ -25,14 +25,14 @@ import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import profiler_options_pb2, xplane_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-from functions.serving.process import ServerProcess
-from functions.serving.profiler import (
+from functions.serving.api.profiler import (
     SERVICE,
     ProfileRequest,
     ProfileResponse,
     TerminateRequest,
     TerminateResponse,
 )
+from functions.serving.process import ServerProcess
 from tests.conftest import HALF_PLUS_TWO, ServerFactory
 from tests.integration.helpers import predict_request
 from tests.integration.test_tls import make_certificate, ssl_config

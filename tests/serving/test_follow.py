@@ -1,4 +1,4 @@
-"""functions.serving.follow's loop, with a fake target (pure logic, no I/O): the
+"""functions.serving.core.assignments.follow's loop, with a fake target (pure logic, no I/O): the
 newest generation wins, older and duplicate ones are dropped, failures back off."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from functions.serving import follow
+from functions.serving.core.assignments import follow
 from functions.serving.flags import ServerOptions
+from functions.serving.metrics import ServingMetrics
 from loader.errors import LoadError
 from loader.schemas.rollway.v1.assignment_pb2 import AssignmentChanged
 from loader.storage import Storage
@@ -46,7 +47,9 @@ def gen(n: int, model: str = "m") -> AssignmentChanged:
 
 
 def follower(target: FakeTarget) -> follow.Follower:
-    return follow.Follower(target, ServerOptions(assignments="s3://b", follow="poll"))
+    return follow.Follower(
+        target, ServerOptions(assignments="s3://b", follow="poll"), ServingMetrics()
+    )
 
 
 def test_only_the_newest_generation_of_a_served_model_is_applied() -> None:
@@ -66,7 +69,7 @@ def test_a_failing_generation_backs_off_and_a_newer_one_replaces_it(
 ) -> None:
     now = [100.0]
     clock = types.SimpleNamespace(monotonic=lambda: now[0])
-    monkeypatch.setattr("functions.serving.follow.time", clock)
+    monkeypatch.setattr("functions.serving.core.assignments.follow.time", clock)
     target = FakeTarget(fail=2)
     loop = follower(target)
     loop.offer(gen(4))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from functions.serving.batching import Batcher, BatchingOptions, pad_to_common_shape
 from functions.serving.config_messages import BatchingParameters, read_text_proto
+from functions.serving.runtime.batching import Batcher, BatchingOptions, pad_to_common_shape
 from loader.errors import ConfigError, InvalidArgument, Unavailable
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "tf_serving"

@@ -1,4 +1,4 @@
-"""functions.serving.manager: the version lifecycle, driven by a fake loader.
+"""functions.serving.core.manager: the version lifecycle, driven by a fake loader.
 
 The Manager only stores what the load function returns, so a small stand-in
 object replaces a real SavedModel here; the integration tests load real ones.
@@ -14,7 +14,12 @@ from typing import Any
 
 import pytest
 
-from functions.serving.manager import Manager, RetryPolicy, VersionState, VersionStatus
+from functions.serving.core.manager import (
+    Manager,
+    RetryPolicy,
+    VersionState,
+    VersionStatus,
+)
 from loader.errors import Code, FailedPrecondition, InvalidArgument, LoadError, NotFound
 from loader.model_config import ModelSpec
 from loader.policy import VersionPolicy

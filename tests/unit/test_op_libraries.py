@@ -13,7 +13,7 @@ import sys
 import textwrap
 from typing import Any
 
-from functions.serving.op_libraries import register_op_libraries
+from functions.serving.runtime.op_libraries import register_op_libraries
 from tests.conftest import REPO
 
 # Ops from two of TF.Text's libraries (_normalize_ops.so, _wordpiece_tokenizer.so).
@@ -23,13 +23,13 @@ PRELUDE = f"""
 PROBE_OPS = {PROBE_OPS!r}
 import json, logging, sys, threading
 from tensorflow.python.framework import op_def_registry
-from functions.serving.op_libraries import register_op_libraries
+from functions.serving.runtime.op_libraries import register_op_libraries
 
 warnings = []
 class Collect(logging.Handler):
     def emit(self, record):
         warnings.append(record.getMessage())
-logging.getLogger("functions.serving.op_libraries").addHandler(Collect())
+logging.getLogger("functions.serving.runtime.op_libraries").addHandler(Collect())
 
 def registered():
     return [op_def_registry.get(op) is not None for op in PROBE_OPS]

@@ -17,9 +17,8 @@ import grpc
 import pytest
 from tensorflow.tsl.profiler.protobuf import profiler_options_pb2, xplane_pb2
 
-from functions.serving import profiler
-from functions.serving.process import LOOPBACK, free_port
-from functions.serving.profiler import (
+from functions.serving.api import profiler
+from functions.serving.api.profiler import (
     ProfileRequest,
     ProfileResponse,
     ProfilerService,
@@ -27,6 +26,7 @@ from functions.serving.profiler import (
     TerminateResponse,
     TracerLevels,
 )
+from functions.serving.process import LOOPBACK, free_port
 
 ONE_EVENT = xplane_pb2.XSpace(
     planes=[

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from functions.serving import saved_model
+from functions.serving.runtime import saved_model
 from loader.errors import Code, LoadError
 
 TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "tf_serving"

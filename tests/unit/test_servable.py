@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from functions.serving.servable import tf_error_message
+from functions.serving.runtime.servable import tf_error_message
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from functions.serving import saved_model
-from functions.serving.servable import LoadedModel
-from functions.serving.session_bundle import load_session_bundle
+from functions.serving.runtime import saved_model
+from functions.serving.runtime.servable import LoadedModel
+from functions.serving.runtime.session_bundle import load_session_bundle
 
 TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "tf_serving"
 HALF_PLUS_TWO = TESTDATA / "saved_model_half_plus_two_cpu" / "00000123"

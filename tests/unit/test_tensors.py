@@ -1,4 +1,4 @@
-"""functions.serving.tensors: TensorProto <-> numpy, checked against TensorFlow."""
+"""functions.serving.codecs.tensors: TensorProto <-> numpy, checked against TensorFlow."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 
-from functions.serving.tensors import (
+from functions.serving.codecs.tensors import (
     BY_ENUM,
     MAX_TENSOR_BYTES,
     dtype_name,
@@ -439,7 +439,7 @@ def test_errors_name_the_tensor() -> None:
 @pytest.mark.parametrize("dtype", [1, 7])
 def test_rank_above_the_limit_is_rejected(dtype: int) -> None:
     """TensorFlow crashes on string arrays of rank > 32; numpy stops at 64."""
-    from functions.serving.tensors import MAX_RANK
+    from functions.serving.codecs.tensors import MAX_RANK
 
     ok = _make(dtype, [1] * MAX_RANK)
     assert to_ndarray(ok, 'input "x"').ndim == MAX_RANK

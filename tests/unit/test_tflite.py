@@ -8,6 +8,7 @@ signature defs (a bare concrete function), with the converter's signature defs
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,9 +24,10 @@ from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 from tensorflow_serving.apis import prediction_log_pb2
 
-from functions.serving import tflite
-from functions.serving.loading import load_servable
-from functions.serving.servable import LoadedModel, Servable
+from functions.serving.dataplane.warmup import WarmupOptions, warmed
+from functions.serving.runtime import tflite
+from functions.serving.runtime.loading import RuntimeOptions, load_servable
+from functions.serving.runtime.servable import LoadedModel, Servable
 from loader.errors import InvalidArgument, LoadError
 from loader.versions import VersionId
 from tests.models import export_affine
@@ -402,7 +404,7 @@ def test_load_servable_prefers_model_tflite_only_when_asked(
     if not has_tflite:
         (version / tflite.MODEL_FILE).unlink()
     served = load_servable(
-        VersionId("m", 1), version, ("serve",), False, 0, prefer_tflite=prefer, tflite_pools=2
+        VersionId("m", 1), version, RuntimeOptions(prefer_tflite=prefer, tflite_pools=2)
     )
     signature = served.signature("serving_default")
     out = served.run(signature, {"x": np.array([[1.0]], np.float32)})
@@ -410,10 +412,12 @@ def test_load_servable_prefers_model_tflite_only_when_asked(
 
 
 def test_model_tflite_alone_needs_no_saved_model(models: dict[str, Path]) -> None:
-    served = load_servable(
-        VersionId("m", 1), models["affine_saved"], ("serve",), False, 0, prefer_tflite=True
-    )
+    served = load_servable(VersionId("m", 1), models["affine_saved"], TFLITE)
     assert "serving_default" in served.signature_defs.signature_def
+
+
+TFLITE = RuntimeOptions(prefer_tflite=True)
+LOAD_TFLITE = functools.partial(load_servable, options=TFLITE)
 
 
 def write_warmup(version: Path, *inputs: np.ndarray) -> None:
@@ -430,7 +434,7 @@ def write_warmup(version: Path, *inputs: np.ndarray) -> None:
 def test_warmup_replays_through_the_interpreters(tmp_path: Path) -> None:
     version = write(tmp_path / "1", bare(affine))
     write_warmup(version, rows(1), rows(7))
-    served = load_servable(VersionId("m", 1), version, ("serve",), True, 2, prefer_tflite=True)
+    served = warmed(LOAD_TFLITE, WarmupOptions(iterations=2))(VersionId("m", 1), version)
     assert served.signature("serving_default").inputs["x"].dtype == DT_FLOAT
 
 
@@ -438,7 +442,7 @@ def test_a_failing_warmup_request_fails_the_load(tmp_path: Path) -> None:
     version = write(tmp_path / "1", bare(affine))
     write_warmup(version, rows(2).astype(np.float64))
     with pytest.raises(LoadError, match=r"warmup record 0 .*expects dtype DT_FLOAT"):
-        load_servable(VersionId("m", 1), version, ("serve",), True, 1, prefer_tflite=True)
+        warmed(LOAD_TFLITE, WarmupOptions())(VersionId("m", 1), version)
 
 
 @pytest.mark.parametrize(
@@ -452,5 +456,5 @@ def test_a_corrupt_model_tflite_is_a_load_error(
     with pytest.raises(
         LoadError, match=r"loading TensorFlow Lite model .*model\.tflite failed: "
     ) as info:
-        load_servable(VersionId("m", 1), version, ("serve",), False, 0, prefer_tflite=True)
+        load_servable(VersionId("m", 1), version, TFLITE)
     assert reason in info.value.message

@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from functions.serving.servable import LoadedModel, Signature, TensorSpec
+from functions.serving.codecs.specs import TensorSpec
+from functions.serving.runtime.servable import LoadedModel, Signature
 
 # Distinct output selections per signature whose callables are kept; beyond
 # this a selection's callable is built for the request and dropped.

@@ -48,7 +48,7 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from tensorflow.tsl.profiler.protobuf import profiler_options_pb2, xplane_pb2
 
-from functions.serving.grpc_status import rpc_errors
+from functions.serving.api.grpc_errors import rpc_errors
 from loader.errors import Internal
 
 log = logging.getLogger("rollway.profiler")

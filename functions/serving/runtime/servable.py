@@ -22,8 +22,10 @@ from typing import Any
 
 import numpy.typing as npt
 
-from functions.serving import metrics, tensors
-from functions.serving.batching import Batcher, BatchingOptions
+from functions.serving.codecs import tensors
+from functions.serving.codecs.specs import TensorSpec
+from functions.serving.metrics import ServingMetrics
+from functions.serving.runtime.batching import Batcher, BatchingOptions
 from loader.errors import (
     Code,
     FailedPrecondition,
@@ -42,14 +44,13 @@ Arrays = dict[str, npt.NDArray[Any]]
 Runner = Callable[[Mapping[str, npt.NDArray[Any]], tuple[str, ...]], Arrays]
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    dtype: int  # TensorFlow DataType enum value
-    shape: tuple[int, ...] | None  # None: unknown rank; -1: unknown dimension
+class SignatureNotFound(FailedPrecondition):
+    """The servable has no signature by that key (TF Serving's gRPC wording;
+    its REST API words and codes this case differently)."""
 
-    def describe(self) -> str:
-        dims = "?" if self.shape is None else str(list(self.shape))
-        return f"{tensors.dtype_name(self.dtype)} {dims}"
+    def __init__(self, name: str) -> None:
+        super().__init__(f'Serving signature key "{name}" not found.')
+        self.name = name
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,13 @@ class Servable:
         path: Path,
         loaded: LoadedModel,
         batching: BatchingOptions | None = None,
+        metrics: ServingMetrics | None = None,
     ):
         from tensorflow_serving.apis import get_model_metadata_pb2
 
         self.version_id = version_id
-        self.batcher = Batcher(batching) if batching is not None else None
+        self._metrics = metrics or ServingMetrics()
+        self.batcher = Batcher(batching, self._metrics) if batching is not None else None
         self.path = path
         self.signature_defs = get_model_metadata_pb2.SignatureDefMap()
         for key, sig_def in loaded.signature_defs.items():
@@ -94,9 +97,7 @@ class Servable:
     def signature(self, name: str) -> Signature:
         sig = self.signatures.get(name or DEFAULT_SIGNATURE)
         if sig is None:
-            raise FailedPrecondition(
-                f'Serving signature key "{name or DEFAULT_SIGNATURE}" not found.'
-            )
+            raise SignatureNotFound(name or DEFAULT_SIGNATURE)
         return sig
 
     @staticmethod
@@ -148,7 +149,7 @@ class Servable:
         import tensorflow as tf
 
         try:
-            with metrics.runtime(self.version_id.model, api):
+            with self._metrics.runtime(self.version_id.model, api):
                 return signature.runner(inputs, outputs)
         except tf.errors.OpError as err:
             raise error_for_code(Code(err.error_code), tf_error_message(err.message)) from err

@@ -11,15 +11,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import Any
 
-from functions.serving.manager import Manager
+from functions.serving.core.manager import Manager
 from loader.versions import scan_versions
 
 log = logging.getLogger(__name__)
 
 
 class FileSystemSource:
-    def __init__(self, manager: Manager, poll_wait_seconds: int) -> None:
+    def __init__(self, manager: Manager[Any], poll_wait_seconds: int) -> None:
         self._manager = manager
         self._poll_wait_seconds = poll_wait_seconds
         self._stop = threading.Event()

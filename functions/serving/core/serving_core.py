@@ -11,30 +11,30 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from typing import Generic
 
-from functions.serving.manager import Manager, RetryPolicy
-from functions.serving.servable import Servable
-from functions.serving.source import FileSystemSource
+from functions.serving.core.manager import LoadFn, Manager, RetryPolicy, S
+from functions.serving.core.source import FileSystemSource
+from functions.serving.metrics import ServingMetrics
 from loader.errors import Code, RollwayError, error_for_code
 from loader.model_config import ModelSpec, read_model_server_config
-from loader.versions import VersionId
 
 log = logging.getLogger(__name__)
 
 
-class ServingCore:
+class ServingCore(Generic[S]):
     def __init__(
         self,
-        load: Callable[[VersionId, Path], Servable],
+        load: LoadFn[S],
         retry: RetryPolicy,
         num_load_threads: int,
         allow_labels_for_unavailable: bool,
         file_system_poll_wait_seconds: int,
         on_change: Callable[[], None] | None = None,
+        metrics: ServingMetrics | None = None,
     ) -> None:
-        self.manager = Manager(
-            load, retry, num_load_threads, allow_labels_for_unavailable, on_change
+        self.manager: Manager[S] = Manager(
+            load, retry, num_load_threads, allow_labels_for_unavailable, on_change, metrics
         )
         self._source = FileSystemSource(self.manager, file_system_poll_wait_seconds)
         self._poll_enabled = file_system_poll_wait_seconds >= 0

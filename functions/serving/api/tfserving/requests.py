@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from functions.serving.example_inference import Task
-from functions.serving.inference import ModelSelector
+from functions.serving.dataplane.types import ModelSelector, Task
 from loader.errors import InvalidArgument
 
 

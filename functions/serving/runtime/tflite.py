@@ -49,8 +49,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from functions.serving import tensors
-from functions.serving.servable import Arrays, LoadedModel, Signature, TensorSpec
+from functions.serving.codecs import tensors
+from functions.serving.codecs.specs import TensorSpec
+from functions.serving.runtime.servable import Arrays, LoadedModel, Signature
 from loader.errors import InvalidArgument
 
 log = logging.getLogger(__name__)

@@ -33,10 +33,16 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from functions.serving import example_inference, inference, metrics, responses, rest_json
-from functions.serving.http_status import http_status
-from functions.serving.manager import Manager
-from functions.serving.servable import DEFAULT_SIGNATURE
+from functions.serving.api.http_errors import http_status
+from functions.serving.api.tfserving import responses
+from functions.serving.codecs import json_decode, json_encode, json_examples, json_text
+from functions.serving.dataplane.plane import DataPlane
+from functions.serving.dataplane.types import (
+    SIGNATURE_DEF_FIELD,
+    ModelSelector,
+    SignatureNotFound,
+)
+from functions.serving.metrics import CONTENT_TYPE, ServingMetrics
 from loader.errors import Code, DeadlineExceeded, InvalidArgument, RollwayError
 
 log = logging.getLogger(__name__)
@@ -71,8 +77,11 @@ class RestApi:
     """The WSGI application. Each request runs on a worker pool so that
     ``--rest_api_timeout_in_ms`` can answer 504 without waiting for TensorFlow."""
 
-    def __init__(self, manager: Manager, options: RestOptions, workers: int) -> None:
-        self._manager = manager
+    def __init__(
+        self, plane: DataPlane, options: RestOptions, workers: int, metrics: ServingMetrics
+    ) -> None:
+        self._plane = plane
+        self._metrics = metrics
         self._options = options
         self._pool = futures.ThreadPoolExecutor(workers, thread_name_prefix="rollway-rest")
 
@@ -87,10 +96,10 @@ class RestApi:
             start_response("200 OK", [*cors, ("Content-Length", "0")])
             return [b""]
         if method == "GET" and path == self._options.metrics_path:
-            text = metrics.render()
+            text = self._metrics.render()
             start_response(
                 "200 OK",
-                [("Content-Type", metrics.CONTENT_TYPE), ("Content-Length", str(len(text)))],
+                [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(text)))],
             )
             return [text]
         try:
@@ -102,7 +111,7 @@ class RestApi:
         except Exception as err:
             log.exception("unexpected error in %s %s", method, path)
             status, body = 500, {"error": f"internal error: {type(err).__name__}: {err}"}
-        payload = rest_json.dumps(body)
+        payload = json_text.dumps(body)
         start_response(
             f"{status} {_reason(status)}",
             [*cors, ("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
@@ -111,7 +120,7 @@ class RestApi:
 
     def _dispatch(self, method: str, path: str, environ: dict[str, Any]) -> tuple[int, Any]:
         if path == READY_PATH and method == "GET":
-            ready = self._manager.is_ready()
+            ready = self._plane.ready()
             return (200 if ready else 503), {"ready": ready}
         match = _ROUTE.fullmatch(path)
         suffix = match["suffix"] if match else None
@@ -125,7 +134,7 @@ class RestApi:
         }
         if method == "GET":
             return 200, self._get(suffix, selector_args)
-        body = rest_json.parse_json(self._read_body(environ))
+        body = json_text.parse_json(self._read_body(environ))
         future = self._pool.submit(self._post, suffix or "", selector_args, body)
         try:
             return 200, future.result(timeout=self._options.timeout_seconds)
@@ -149,45 +158,39 @@ class RestApi:
 
     def _get(self, suffix: str | None, args: dict[str, Any]) -> Any:
         if suffix == "/metadata":
-            selector = inference.ModelSelector(**args)
-            servable, signature_defs = inference.model_metadata(
-                self._manager, selector, [inference.SIGNATURE_DEF_FIELD]
-            )
-            response = responses.metadata_response(servable, signature_defs)
+            metadata = self._plane.metadata(ModelSelector(**args), [SIGNATURE_DEF_FIELD])
+            response = responses.metadata_response(metadata)
             return {
                 "model_spec": _to_json(response.model_spec),
-                "metadata": {inference.SIGNATURE_DEF_FIELD: _to_json(signature_defs)},
+                "metadata": {SIGNATURE_DEF_FIELD: _to_json(metadata.signature_defs)},
             }
-        statuses = inference.model_status(self._manager, args["name"], args["version"])
+        statuses = self._plane.status(args["name"], args["version"])
         return _to_json(responses.status_response(statuses))
 
     def _post(self, suffix: str, args: dict[str, Any], body: Any) -> Any:
-        with metrics.request(args["name"], suffix[1:], "REST"):
+        with self._metrics.request(args["name"], suffix[1:], "REST"):
             return self._run(suffix, args, body)
 
     def _run(self, suffix: str, args: dict[str, Any], body: Any) -> Any:
         if suffix == ":predict":
-            request = rest_json.parse_predict_body(body)
-            selector = inference.ModelSelector(**args, signature_name=request.signature_name)
-            servable = self._manager.resolve(selector.name, selector.version, selector.label)
-            name = selector.signature_name or DEFAULT_SIGNATURE
-            signature = servable.signatures.get(name)
-            if signature is None:  # TF Serving's REST wording (and code) for this case
-                raise InvalidArgument(
-                    f'Serving signature name: "{name}" not found in signature def'
+            request = json_decode.parse_predict_body(body)
+            selector = ModelSelector(**args, signature_name=request.signature_name)
+            try:
+                prediction = self._plane.predict(
+                    selector, lambda specs: json_decode.decode_inputs(request, specs)
                 )
-            arrays = rest_json.decode_inputs(request, signature.inputs)
-            servable.check_input_names(signature, arrays.keys())
-            outputs = servable.run(signature, arrays)
-            return rest_json.encode_outputs(outputs, request.format)
-        signature_name, request_input = rest_json.parse_examples_body(body)
-        selector = inference.ModelSelector(**args, signature_name=signature_name)
-        check = self._options.check_method
+            except SignatureNotFound as err:  # TF Serving's REST wording (and code) here
+                raise InvalidArgument(
+                    f'Serving signature name: "{err.name}" not found in signature def'
+                ) from err
+            return json_encode.encode_outputs(prediction.outputs, request.format)
+        signature_name, request_input = json_examples.parse_examples_body(body)
+        selector = ModelSelector(**args, signature_name=signature_name)
         if suffix == ":classify":
-            _, classes = example_inference.classify(self._manager, selector, request_input, check)
-            return rest_json.encode_classification(classes)
-        _, values = example_inference.regress(self._manager, selector, request_input, check)
-        return rest_json.encode_regression(values)
+            _, classification = self._plane.classify(selector, request_input)
+            return json_encode.encode_classification(classification)
+        _, regression = self._plane.regress(selector, request_input)
+        return json_encode.encode_regression(regression)
 
 
 class _TooLarge(RollwayError):

@@ -3,6 +3,7 @@ ModelService, with the stubs and messages of ``tensorflow-serving-api``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import grpc
@@ -16,103 +17,89 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from functions.serving import example_inference, inference, metrics, responses, tensors
-from functions.serving.core import ServingCore
-from functions.serving.grpc_status import rpc_errors
-from functions.serving.proto_requests import selector_from_proto, tasks_from_proto
+from functions.serving.api.grpc_errors import rpc_errors
+from functions.serving.api.tfserving import responses
+from functions.serving.api.tfserving.requests import selector_from_proto, tasks_from_proto
+from functions.serving.codecs import tensors
+from functions.serving.dataplane.examples import CLASSIFY_METHOD
+from functions.serving.dataplane.plane import DataPlane
+from functions.serving.metrics import ServingMetrics
 from loader.errors import FailedPrecondition, InvalidArgument
-from loader.model_config import specs_from_proto
+from loader.model_config import ModelSpec, specs_from_proto
 
 GRPC = "GRPC"  # the request_latency "entrypoint" label
 
-
-def _fill_spec(spec: Any, served: example_inference.Served) -> None:
-    spec.name = served.version_id.model
-    spec.version.value = served.version_id.version
-    spec.signature_name = served.signature_name
+# Replaces the served models' config (ModelService.HandleReloadConfigRequest).
+Reload = Callable[[Sequence[ModelSpec]], None]
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
     def __init__(
-        self, core: ServingCore, tensor_content: bool = False, check_method: bool = False
+        self, plane: DataPlane, metrics: ServingMetrics, tensor_content: bool = False
     ) -> None:
-        self._manager = core.manager
+        self._plane = plane
+        self._metrics = metrics
         self._as_content = tensor_content
-        self._check_method = check_method
 
     @rpc_errors
     def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
-        with metrics.request(request.model_spec.name, "Predict", GRPC):
+        with self._metrics.request(request.model_spec.name, "Predict", GRPC):
             return self._predict(request)
 
     def _predict(self, request: Any) -> Any:
-        result = inference.predict(
-            self._manager,
+        inputs = request.inputs
+        prediction = self._plane.predict(
             selector_from_proto(request),
-            request.inputs,
-            tensors.to_ndarray,
+            lambda specs: {n: tensors.to_ndarray(t, f'input "{n}"') for n, t in inputs.items()},
+            inputs.keys(),
             request.output_filter,
         )
         response = predict_pb2.PredictResponse()
-        response.model_spec.name = result.version_id.model
-        response.model_spec.version.value = result.version_id.version
-        response.model_spec.signature_name = result.signature_name
-        for name, array in result.outputs.items():
+        responses.fill_spec(response.model_spec, prediction.served)
+        for name, array in prediction.outputs.items():
             tensors.from_ndarray(array, response.outputs[name], as_content=self._as_content)
         return response
 
     @rpc_errors
     def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
-        selector = selector_from_proto(request)
-        servable, signature_defs = inference.model_metadata(
-            self._manager, selector, request.metadata_field
-        )
-        return responses.metadata_response(servable, signature_defs)
+        metadata = self._plane.metadata(selector_from_proto(request), request.metadata_field)
+        return responses.metadata_response(metadata)
 
     @rpc_errors
     def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
-        with metrics.request(request.model_spec.name, "Classify", GRPC):
-            return self._classify(request)
-
-    def _classify(self, request: Any) -> Any:
-        served, result = example_inference.classify(
-            self._manager, selector_from_proto(request), request.input, self._check_method
-        )
-        response = classification_pb2.ClassificationResponse(result=result)
-        _fill_spec(response.model_spec, served)
-        return response
+        with self._metrics.request(request.model_spec.name, "Classify", GRPC):
+            served, result = self._plane.classify(selector_from_proto(request), request.input)
+            response = classification_pb2.ClassificationResponse()
+            responses.fill_classification(response.result, result)
+            responses.fill_spec(response.model_spec, served)
+            return response
 
     @rpc_errors
     def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
-        with metrics.request(request.model_spec.name, "Regress", GRPC):
-            return self._regress(request)
-
-    def _regress(self, request: Any) -> Any:
-        served, result = example_inference.regress(
-            self._manager, selector_from_proto(request), request.input, self._check_method
-        )
-        response = regression_pb2.RegressionResponse(result=result)
-        _fill_spec(response.model_spec, served)
-        return response
+        with self._metrics.request(request.model_spec.name, "Regress", GRPC):
+            served, result = self._plane.regress(selector_from_proto(request), request.input)
+            response = regression_pb2.RegressionResponse()
+            responses.fill_regression(response.result, result)
+            responses.fill_spec(response.model_spec, served)
+            return response
 
     @rpc_errors
     def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
         model = request.tasks[0].model_spec.name if request.tasks else ""
-        with metrics.request(model, "MultiInference", GRPC):
+        with self._metrics.request(model, "MultiInference", GRPC):
             return self._multi_inference(request)
 
     def _multi_inference(self, request: Any) -> Any:
-        results = example_inference.multi_inference(
-            self._manager, tasks_from_proto(request), request.input, self._check_method
-        )
+        tasks = tasks_from_proto(request)
+        results = self._plane.multi_inference(tasks, request.input)
         response = inference_pb2.MultiInferenceResponse()
-        for served, result in results:
+        for task, (served, result) in zip(tasks, results, strict=True):
             entry = response.results.add()
-            _fill_spec(entry.model_spec, served)
-            if isinstance(result, classification_pb2.ClassificationResult):
-                entry.classification_result.CopyFrom(result)
+            responses.fill_spec(entry.model_spec, served)
+            if task.method_name == CLASSIFY_METHOD:
+                responses.fill_classification(entry.classification_result, result)  # type: ignore[arg-type]
             else:
-                entry.regression_result.CopyFrom(result)
+                responses.fill_regression(entry.regression_result, result)  # type: ignore[arg-type]
         return response
 
 
@@ -120,8 +107,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
     """``reload_refusal``: set when the config comes from elsewhere (``--assignments``),
     so a reload RPC would fight it: the RPC then answers FAILED_PRECONDITION."""
 
-    def __init__(self, core: ServingCore, reload_refusal: str = "") -> None:
-        self._core = core
+    def __init__(self, plane: DataPlane, reload: Reload, reload_refusal: str = "") -> None:
+        self._plane = plane
+        self._reload = reload
         self._reload_refusal = reload_refusal
 
     @rpc_errors
@@ -130,9 +118,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
             raise InvalidArgument("Missing ModelSpec")
         spec = request.model_spec
         version = spec.version.value if spec.WhichOneof("version_choice") == "version" else None
-        return responses.status_response(
-            inference.model_status(self._core.manager, spec.name, version)
-        )
+        return responses.status_response(self._plane.status(spec.name, version))
 
     @rpc_errors
     def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -144,20 +130,21 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
                 "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
                 "ModelConfigList is currently supported"
             )
-        self._core.reload(specs_from_proto(config, "ReloadConfigRequest"))
+        self._reload(specs_from_proto(config, "ReloadConfigRequest"))
         return model_management_pb2.ReloadConfigResponse()
 
 
 def add_services(
     server: grpc.Server,
-    core: ServingCore,
+    plane: DataPlane,
+    reload: Reload,
+    metrics: ServingMetrics,
     tensor_content: bool,
-    check_method: bool,
     reload_refusal: str = "",
 ) -> None:
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(core, tensor_content, check_method), server
+        PredictionService(plane, metrics, tensor_content), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelService(core, reload_refusal), server
+        ModelService(plane, reload, reload_refusal), server
     )

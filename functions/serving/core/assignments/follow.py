@@ -28,10 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from prometheus_client import Counter
-
-from functions.serving import metrics
 from functions.serving.flags import ServerOptions
+from functions.serving.metrics import ServingMetrics
 from loader import assignments, events
 from loader.errors import InvalidArgument, RollwayError
 from loader.schemas.rollway.v1.assignment_pb2 import AssignmentChanged
@@ -43,15 +41,9 @@ RETRY_INITIAL_SECONDS = 1.0
 RETRY_MAX_SECONDS = 60.0
 KAFKA_POLL_MS = 500
 
-follow_failures = Counter(
-    ":rollway:serving:follow_failures",
-    "Failed reads or swaps while following assignments (each is retried).",
-    ["model_name"], registry=metrics.REGISTRY,
-)  # fmt: skip
-
 
 class Target(Protocol):
-    """What the loop drives: ``functions.serving.assigned.AssignedModels``."""
+    """What the loop drives: ``functions.serving.core.assignments.source.AssignedModels``."""
 
     @property
     def models(self) -> Sequence[str]: ...
@@ -72,8 +64,9 @@ class _Pending:
 
 
 class Follower:
-    def __init__(self, target: Target, options: ServerOptions) -> None:
+    def __init__(self, target: Target, options: ServerOptions, metrics: ServingMetrics) -> None:
         self._target = target
+        self._failures = metrics.follow_failures
         self._options = options
         self._models = frozenset(target.models)
         self._pending: dict[str, _Pending] = {}
@@ -124,7 +117,7 @@ class Follower:
             pending.attempts += 1
             delay = min(RETRY_MAX_SECONDS, RETRY_INITIAL_SECONDS * 2 ** (pending.attempts - 1))
             pending.retry_at = time.monotonic() + delay
-            follow_failures.labels(model).inc()
+            self._failures.labels(model).inc()
             log.error(
                 "generation %d of model %s not applied (attempt %d; retry in %.0fs); generation "
                 "%d keeps serving: %s",
@@ -137,7 +130,7 @@ class Follower:
 
     def _failed(self, source: str, model: str, message: str) -> None:
         """Counts every failure; logs it when it differs from the source's last one."""
-        follow_failures.labels(model).inc()
+        self._failures.labels(model).inc()
         if self._errors.get(source) != message:
             self._errors[source] = message
             log.error("%s (retrying)", message)
@@ -220,13 +213,13 @@ class Follower:
             assignment = events.decode_data(record.value, AssignmentChanged())
         except InvalidArgument as err:
             where = f"{record.topic}/{record.partition}@{record.offset}"
-            follow_failures.labels("").inc()
+            self._failures.labels("").inc()
             log.warning("ignoring record %s: %s", where, err.message)
             return
         self.offer(assignment)
 
 
-def start(target: Target, options: ServerOptions) -> Follower | None:
+def start(target: Target, options: ServerOptions, metrics: ServingMetrics) -> Follower | None:
     """Starts following as ``--follow`` says; None for ``none`` or a pinned generation."""
     if options.follow == "none":
         return None
@@ -236,6 +229,6 @@ def start(target: Target, options: ServerOptions) -> Follower | None:
             options.pin_generation, options.follow,
         )  # fmt: skip
         return None
-    follower = Follower(target, options)
+    follower = Follower(target, options, metrics)
     follower.start()
     return follower

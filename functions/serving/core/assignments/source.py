@@ -29,20 +29,20 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
-from prometheus_client import Gauge
-
-from functions.serving import follow, metrics
-from functions.serving.assigned_store import (
+from functions.serving.core.assignments import follow
+from functions.serving.core.assignments.store import (
     Fetcher,
     check_assignment,
     log_cold_start,
     read_assignments,
     versions_of,
 )
-from functions.serving.core import ServingCore
+from functions.serving.core.manager import VersionState
+from functions.serving.core.serving_core import ServingCore
 from functions.serving.flags import ServerOptions
-from functions.serving.manager import VersionState
+from functions.serving.metrics import ServingMetrics
 from loader.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -59,32 +59,22 @@ log = logging.getLogger("rollway.serve")
 
 _NO_LABELS: Mapping[str, int] = {}
 
-generation_in_force = Gauge(
-    ":rollway:serving:assignment_generation",
-    "The assignment generation each model serves.",
-    ["model_name"], registry=metrics.REGISTRY,
-)  # fmt: skip
-cold_start_seconds = Gauge(
-    ":rollway:serving:cold_start_seconds",
-    "Seconds from reading the assignments to every assigned version AVAILABLE.",
-    registry=metrics.REGISTRY,
-)  # fmt: skip
-
 
 class StartupTimeout(DeadlineExceeded):
     """Startup ran past --assignment_timeout_seconds."""
 
 
 class AssignedModels:
-    def __init__(self, options: ServerOptions) -> None:
+    def __init__(self, options: ServerOptions, metrics: ServingMetrics) -> None:
         self.options = options
+        self._metrics = metrics
         self._wanted = [m.strip() for m in options.models.split(",") if m.strip()]
         self._timeout = options.assignment_timeout_seconds
         self._own_cache = not options.cache_dir
         cache = options.cache_dir or tempfile.mkdtemp(prefix="rollway-cache-")
         self.cache = Path(os.path.abspath(cache))
         self._fetcher: Fetcher | None = None
-        self._core: ServingCore | None = None
+        self._core: ServingCore[Any] | None = None
         self._served: dict[str, AssignmentChanged] = {}
         self._ready = threading.Event()
         self._doing = f"opening {options.assignments}"  # for the startup timeout message
@@ -108,13 +98,13 @@ class AssignedModels:
         served = self._served.get(model)
         return served.generation if served is not None else 0
 
-    def _started(self) -> tuple[Fetcher, ServingCore]:
+    def _started(self) -> tuple[Fetcher, ServingCore[Any]]:
         assert self._fetcher is not None and self._core is not None, "start() comes first"
         return self._fetcher, self._core
 
     # ------------------------------------------------------------------ startup
 
-    def start(self, core: ServingCore) -> None:
+    def start(self, core: ServingCore[Any]) -> None:
         """Reads, fetches and loads every assigned version, then starts following.
 
         Raises RollwayError naming the model, version and cause, or StartupTimeout.
@@ -144,12 +134,12 @@ class AssignedModels:
                 raise errors[0]
             raise Internal(f"{type(errors[0]).__name__}: {errors[0]}") from errors[0]
         self._ready.set()
-        self._follower = follow.start(self, self.options)
+        self._follower = follow.start(self, self.options, self._metrics)
 
-    def _start(self, core: ServingCore, started: float) -> None:
+    def _start(self, core: ServingCore[Any], started: float) -> None:
         self._core = core
         store = open_storage(self.options.assignments)
-        self._fetcher = fetcher = Fetcher(store, self.cache)
+        self._fetcher = fetcher = Fetcher(store, self.cache, self._metrics)
         self._doing = f"reading the assignments in {store.uri} (no answer yet)"
         try:
             chosen = read_assignments(store, self._wanted, self.options.pin_generation)
@@ -167,11 +157,11 @@ class AssignedModels:
         self._served = dict(chosen)
         core.start(self._specs())
         for model, assignment in chosen.items():
-            generation_in_force.labels(model).set(assignment.generation)
-        cold_start_seconds.set(time.monotonic() - started)
-        log_cold_start(store, results, chosen, time.monotonic() - started)
+            self._metrics.generation_in_force.labels(model).set(assignment.generation)
+        self._metrics.cold_start_seconds.set(time.monotonic() - started)
+        log_cold_start(store, results, chosen, time.monotonic() - started, self._metrics)
 
-    def _progress(self, core: ServingCore) -> str:
+    def _progress(self, core: ServingCore[Any]) -> str:
         if self._doing != "loading":
             fetching = self._fetcher.in_flight() if self._fetcher is not None else []
             return f"fetching {', '.join(fetching)}" if fetching else self._doing
@@ -235,7 +225,7 @@ class AssignedModels:
             self._served[model] = new
             self._reload(model, after, new.labels)  # unload what the generation dropped
             fetcher.prune(model, after)
-        generation_in_force.labels(model).set(new.generation)
+        self._metrics.generation_in_force.labels(model).set(new.generation)
         seconds = time.monotonic() - started
         fields = {
             "event": "assignment_swap", "model": model, "generation": new.generation,

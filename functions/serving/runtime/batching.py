@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from functions.serving import metrics
+from functions.serving.metrics import BATCH_THREAD_POOL, ServingMetrics, microseconds
 from loader.errors import ConfigError, InvalidArgument, RollwayError, Unavailable
 
 Arrays = dict[str, npt.NDArray[Any]]
@@ -156,8 +156,15 @@ class _Task:
 
 
 class _Queue:
-    def __init__(self, options: BatchingOptions, run: RunFn, on_idle: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        options: BatchingOptions,
+        run: RunFn,
+        on_idle: Callable[[], None],
+        metrics: ServingMetrics,
+    ) -> None:
         self._options = options
+        self._metrics = metrics
         self._run = run
         self._on_idle = on_idle
         self._cond = threading.Condition()
@@ -247,9 +254,9 @@ class _Queue:
                 rows += task.rows
             self._rows -= rows
             now = time.monotonic()
-            queuing = metrics.batching_queuing_latency.labels(metrics.BATCH_THREAD_POOL)
+            queuing = self._metrics.batching_queuing_latency.labels(BATCH_THREAD_POOL)
             for task in batch:
-                queuing.observe(metrics.microseconds(now - task.enqueued))
+                queuing.observe(microseconds(now - task.enqueued))
             return batch
 
     def _work(self) -> None:
@@ -270,7 +277,7 @@ class _Queue:
                     k: np.concatenate([v, np.repeat(v[:1], size - total, axis=0)])
                     for k, v in merged.items()
                 }
-            metrics.batching_wrapped_run_count.inc()
+            self._metrics.batching_wrapped_run_count.inc()
             outputs = self._run(merged)
             for name, value in outputs.items():
                 if value.ndim == 0 or value.shape[0] != size:
@@ -302,8 +309,9 @@ class _Queue:
 class Batcher:
     """One queue per (signature, input names, dtypes and inner shapes)."""
 
-    def __init__(self, options: BatchingOptions) -> None:
+    def __init__(self, options: BatchingOptions, metrics: ServingMetrics | None = None) -> None:
         self.options = options
+        self._metrics = metrics or ServingMetrics()
         self._lock = threading.Lock()
         self._queues: dict[tuple[Any, ...], _Queue] = {}
 
@@ -325,7 +333,9 @@ class Batcher:
         with self._lock:
             queue = self._queues.get(key)
             if queue is None:
-                queue = self._queues[key] = _Queue(self.options, run, lambda: self._forget(key))
+                queue = self._queues[key] = _Queue(
+                    self.options, run, lambda: self._forget(key), self._metrics
+                )
         tasks = queue.submit(dict(inputs), rows)
         for task in tasks:
             task.done.wait()

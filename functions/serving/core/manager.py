@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
-from functions.serving import metrics
-from functions.serving.servable import Servable
+from functions.serving.metrics import ServingMetrics
 from loader.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -69,53 +69,56 @@ class RetryPolicy:
     interval_seconds: float = 60.0
 
 
-LoadFn = Callable[[VersionId, Path], Servable]
+S = TypeVar("S")  # what a load returns: the runtime's servable (core never looks inside)
+LoadFn = Callable[[VersionId, Path], S]
 
 
 @dataclass(eq=False)
-class _Version:
+class _Version(Generic[S]):
     number: int
     path: Path
     state: VersionState = VersionState.START
-    servable: Servable | None = None
+    servable: S | None = None
     error: RollwayError | None = None
     fingerprint: str | None = None
 
 
 @dataclass(eq=False)
-class _Model:
+class _Model(Generic[S]):
     spec: ModelSpec
-    versions: dict[int, _Version] = field(default_factory=dict)
+    versions: dict[int, _Version[S]] = field(default_factory=dict)
     aspired: frozenset[int] | None = None  # None until the source reported once
     labels: dict[str, int] = field(default_factory=dict)
     configured: bool = True
 
 
 @dataclass(frozen=True)
-class _View:
+class _View(Generic[S]):
     """What the request path sees of one model."""
 
-    available: Mapping[int, Servable]
+    available: Mapping[int, S]
     latest: int | None
     labels: Mapping[str, int]
 
 
-class Manager:
+class Manager(Generic[S]):
     def __init__(
         self,
-        load: LoadFn,
+        load: LoadFn[S],
         retry: RetryPolicy = RetryPolicy(),
         num_load_threads: int = 1,
         allow_labels_for_unavailable: bool = False,
         on_change: Callable[[], None] | None = None,
+        metrics: ServingMetrics | None = None,
     ) -> None:
         self._load = load
+        self._metrics = metrics or ServingMetrics()
         self._retry = retry
         self._allow_unavailable_labels = allow_labels_for_unavailable
         self._on_change = on_change
         self._cond = threading.Condition()
-        self._models: dict[str, _Model] = {}
-        self._views: dict[str, _View] = {}
+        self._models: dict[str, _Model[S]] = {}
+        self._views: dict[str, _View[S]] = {}
         self._closed = threading.Event()
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, num_load_threads), thread_name_prefix="rollway-load"
@@ -213,7 +216,7 @@ class Manager:
 
     # ------------------------------------------------------------ request path
 
-    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> S:
         """The servable a request names, or NotFound/InvalidArgument as TF Serving."""
         view = self._views.get(name)
         if label is not None:  # an empty label is a label too, as in TF Serving
@@ -313,12 +316,12 @@ class Manager:
 
     # ---------------------------------------------------------------- internal
 
-    def _start_load(self, model: _Model, number: int, path: Path) -> None:
-        record = _Version(number, path)
+    def _start_load(self, model: _Model[S], number: int, path: Path) -> None:
+        record: _Version[S] = _Version(number, path)
         model.versions[number] = record
         self._pool.submit(self._load_with_retries, model, record)
 
-    def _still_wanted(self, model: _Model, record: _Version) -> bool:
+    def _still_wanted(self, model: _Model[S], record: _Version[S]) -> bool:
         with self._cond:
             return (
                 not self._closed.is_set()
@@ -327,11 +330,11 @@ class Manager:
                 and (model.aspired is None or record.number in model.aspired)
             )
 
-    def _load_with_retries(self, model: _Model, record: _Version) -> None:
+    def _load_with_retries(self, model: _Model[S], record: _Version[S]) -> None:
         version_id = VersionId(model.spec.name, record.number)
         with self._cond:
             record.state = VersionState.LOADING
-        servable: Servable | None = None
+        servable: S | None = None
         error: RollwayError = LoadError("load cancelled: the version is no longer aspired")
         fingerprint: str | None = None
         for attempt in range(self._retry.max_retries + 1):
@@ -368,7 +371,7 @@ class Manager:
             self._unload_unaspired(model)
             self._publish()
 
-    def _unload_unaspired(self, model: _Model) -> None:
+    def _unload_unaspired(self, model: _Model[S]) -> None:
         """AvailabilityPreservingPolicy: never leaves a model with nothing serving
         while an aspired version could still take over."""
         aspired = model.aspired or frozenset()
@@ -387,10 +390,10 @@ class Manager:
 
     def _publish(self) -> None:
         """Rebuilds the request path's snapshot. Call with the lock held."""
-        views: dict[str, _View] = {}
+        views: dict[str, _View[S]] = {}
         for name, model in self._models.items():
             for number, record in model.versions.items():
-                metrics.version_state.labels(name, str(number)).set(int(record.state))
+                self._metrics.version_state.labels(name, str(number)).set(int(record.state))
             if not model.configured:
                 continue
             available = {

@@ -19,9 +19,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import Gauge
-
-from functions.serving import metrics
+from functions.serving.metrics import ServingMetrics
 from loader import assignments
 from loader.errors import FailedPrecondition, Internal, NotFound, RollwayError, error_for_code
 from loader.fetch import FetchResult, fetch_version
@@ -33,17 +31,6 @@ log = logging.getLogger("rollway.serve")
 
 FILE_WORKERS = 4  # files of one version fetched at once
 VERSION_WORKERS = 8  # versions fetched at once
-
-fetch_bytes = Gauge(
-    ":rollway:serving:fetch_bytes",
-    "Bytes fetched from the store by each version's last fetch (intact cached files not counted).",
-    ["model_name", "version"], registry=metrics.REGISTRY,
-)  # fmt: skip
-fetch_seconds = Gauge(
-    ":rollway:serving:fetch_seconds",
-    "Seconds fetching and verifying each version's files (last fetch).",
-    ["model_name", "version"], registry=metrics.REGISTRY,
-)  # fmt: skip
 
 
 def versions_of(assignment: AssignmentChanged) -> dict[int, str]:
@@ -114,8 +101,9 @@ def pinned_generation(store: Storage, model: str, generation: int) -> Assignment
 class Fetcher:
     """Fetches assigned versions from ``store`` into ``cache``; thread-safe."""
 
-    def __init__(self, store: Storage, cache: Path) -> None:
+    def __init__(self, store: Storage, cache: Path, metrics: ServingMetrics) -> None:
         self.store = store
+        self._metrics = metrics
         self.cache = cache
         self._lock = threading.Lock()
         self._fetching: set[str] = set()
@@ -159,8 +147,8 @@ class Fetcher:
                 raise Internal(
                     f"model {model} version {version}: writing {self.cache} failed: {err}"
                 ) from err
-        fetch_bytes.labels(model, str(version)).set(result.bytes_fetched)
-        fetch_seconds.labels(model, str(version)).set(result.seconds)
+        self._metrics.fetch_bytes.labels(model, str(version)).set(result.bytes_fetched)
+        self._metrics.fetch_seconds.labels(model, str(version)).set(result.seconds)
         return result
 
     @contextlib.contextmanager
@@ -187,12 +175,13 @@ def log_cold_start(
     results: Mapping[tuple[str, int], FetchResult],
     chosen: Mapping[str, AssignmentChanged],
     seconds: float,
+    metrics: ServingMetrics,
 ) -> None:
     """One line: each version's bytes and fetch, load and warmup seconds (the last
     two from the load metrics, which are keyed by the version's path)."""
 
     def registry_seconds(name: str, labels: dict[str, str]) -> float:
-        value = metrics.REGISTRY.get_sample_value(name, labels)
+        value = metrics.sample(name, labels)
         return round((value or 0.0) / 1e6, 3)
 
     rows = []
