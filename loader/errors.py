@@ -3,7 +3,7 @@
 Every failure a caller can see is one of these classes. Each carries a
 canonical status code (the gRPC/absl code space, which TensorFlow Serving uses
 too); transports map that code exactly once: gRPC in
-``functions.serving.grpc_status``. Errors the loader may retry say so with
+``functions.serving.api.grpc_errors``. Errors the loader may retry say so with
 ``retriable = True``.
 """
 
