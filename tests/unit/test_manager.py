@@ -14,11 +14,10 @@ from typing import Any
 
 import pytest
 
+from functions.serving.core.lifecycle import VersionState, VersionStatus
 from functions.serving.core.manager import (
     Manager,
     RetryPolicy,
-    VersionState,
-    VersionStatus,
 )
 from loader.errors import Code, FailedPrecondition, InvalidArgument, LoadError, NotFound
 from loader.model_config import ModelSpec

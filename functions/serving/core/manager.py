@@ -1,15 +1,14 @@
-"""The version manager: loads, serves and unloads model versions.
+"""The version manager: the mechanism that loads, serves and unloads versions.
 
-Modelled on TensorFlow Serving's AspiredVersionsManager with the
-AvailabilityPreservingPolicy:
+Modelled on TensorFlow Serving's AspiredVersionsManager:
 
-* A *source* tells the manager, per model, the whole set of versions found on
-  storage (never deltas). The pure version policy turns that into the
-  *aspired* set.
+* A *source* tells the manager, per model, the whole set of versions it found
+  (never deltas); the pure version policy (``loader.policy``) turns that into
+  the *aspired* set.
+* Which versions to load and unload, in what order, is the pure transition
+  policy's (``core.policy``: TF Serving's AvailabilityPreservingPolicy, plus
+  labels pinning their versions); the manager carries it out.
 * Aspired versions are loaded on a thread pool, with retries as configured.
-* A version that is no longer aspired is unloaded only when that cannot leave
-  the model without a serving version: a new version loads before the old one
-  unloads, and a new version that fails leaves the old one serving.
 * Unlike TF Serving, a version that failed is loaded again once the content
   of its directory changes, so a half-copied version is never stranded.
 
@@ -19,7 +18,6 @@ immutable snapshot that is replaced whenever a version changes state.
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 import time
@@ -29,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from functions.serving.core import policy
+from functions.serving.core.lifecycle import VersionState, VersionStatus
+from functions.serving.core.policy import VersionView
 from functions.serving.metrics import ServingMetrics
 from loader.errors import (
     FailedPrecondition,
@@ -42,23 +43,6 @@ from loader.policy import aspired_versions
 from loader.versions import VersionId, content_fingerprint
 
 log = logging.getLogger(__name__)
-
-
-class VersionState(enum.IntEnum):
-    """A version's lifecycle in a server; values are ModelVersionStatus.State's."""
-
-    START = 10
-    LOADING = 20
-    AVAILABLE = 30
-    UNLOADING = 40
-    END = 50
-
-
-@dataclass(frozen=True)
-class VersionStatus:
-    version: int
-    state: VersionState
-    error: RollwayError | None = None
 
 
 @dataclass(frozen=True)
@@ -175,13 +159,12 @@ class Manager(Generic[S]):
         with self._cond:
             if not model.configured or self._closed.is_set():
                 return
-            for number in sorted(aspired, reverse=True):
-                record = model.versions.get(number)
-                if record is not None and record.state is not VersionState.END:
-                    continue
-                if record is not None and record.error is not None and number not in changed:
-                    continue  # failed, and nothing changed since: don't hammer it
-                if record is not None and record.error is not None:
+            views = {
+                v: VersionView(r.state, r.error is not None, v in changed)
+                for v, r in model.versions.items()
+            }
+            for number in policy.to_load(views, aspired):
+                if number in changed:
                     log.info("%s changed on storage since it failed; loading it again",
                              VersionId(name, number))  # fmt: skip
                 self._start_load(model, number, found[number])
@@ -212,6 +195,7 @@ class Manager(Generic[S]):
                         "which is not currently available for inference"
                     )
             model.labels = dict(labels)
+            self._unload_unaspired(model)  # a version the labels left may go now
             self._publish()
 
     # ------------------------------------------------------------ request path
@@ -372,18 +356,15 @@ class Manager(Generic[S]):
             self._publish()
 
     def _unload_unaspired(self, model: _Model[S]) -> None:
-        """AvailabilityPreservingPolicy: never leaves a model with nothing serving
-        while an aspired version could still take over."""
-        aspired = model.aspired or frozenset()
-        ready = {v for v, r in model.versions.items() if r.state is VersionState.AVAILABLE}
-        unaspired = sorted(ready - aspired)
-        while unaspired and (not aspired or ready & aspired or len(unaspired) > 1):
-            number = unaspired.pop(0)
+        """Carries out the policy's unloads (availability preserving; a version a
+        label points to stays until the label moves)."""
+        views = {v: VersionView(r.state) for v, r in model.versions.items()}
+        pinned = frozenset(model.labels.values())
+        for number in policy.to_unload(views, model.aspired or frozenset(), pinned):
             record = model.versions[number]
             record.state = VersionState.UNLOADING
             record.servable = None  # in-flight requests keep their own reference
             record.state = VersionState.END
-            ready.discard(number)
             log.info("unloaded %s", VersionId(model.spec.name, number))
         # A version that is neither aspired nor loaded/loading is forgotten
         # only once it ended; its END status stays visible, as in TF Serving.

@@ -14,7 +14,7 @@ from typing import Any
 import numpy.typing as npt
 
 from functions.serving.codecs.specs import TensorSpec
-from functions.serving.core.manager import VersionState, VersionStatus
+from functions.serving.core.lifecycle import VersionState, VersionStatus
 from functions.serving.runtime.servable import DEFAULT_SIGNATURE, SignatureNotFound
 from loader.errors import InvalidArgument
 from loader.versions import VersionId

@@ -39,7 +39,7 @@ from functions.serving.core.assignments.store import (
     read_assignments,
     versions_of,
 )
-from functions.serving.core.manager import VersionState
+from functions.serving.core.lifecycle import VersionState
 from functions.serving.core.serving_core import ServingCore
 from functions.serving.flags import ServerOptions
 from functions.serving.metrics import ServingMetrics
