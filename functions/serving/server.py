@@ -29,7 +29,7 @@ import grpc
 
 from functions.serving import flags, logs
 from functions.serving.api.health import ModelHealth
-from functions.serving.core.manager import RetryPolicy
+from functions.serving.core.harness import LoadRetries
 from functions.serving.core.serving_core import ServingCore
 from functions.serving.dataplane.plane import DataPlane
 from functions.serving.flags import ServerOptions
@@ -177,7 +177,7 @@ def _serve(
     health = ModelHealth(lambda: plane.ready())  # noqa: PLW0108
     core: ServingCore[Servable] = ServingCore(
         load=load,
-        retry=RetryPolicy(o.max_num_load_retries, max(o.load_retry_interval_micros, 0) / 1e6),
+        retry=LoadRetries(o.max_num_load_retries, max(o.load_retry_interval_micros, 0) / 1e6),
         num_load_threads=o.num_load_threads,
         allow_labels_for_unavailable=o.allow_version_labels_for_unavailable_models,
         # Assigned versions come only from assignments: scan the cache per config change.

@@ -15,10 +15,8 @@ from typing import Any
 import pytest
 
 from functions.serving.core.lifecycle import VersionState, VersionStatus
-from functions.serving.core.manager import (
-    Manager,
-    RetryPolicy,
-)
+from functions.serving.core.harness import LoadRetries
+from functions.serving.core.manager import Manager
 from loader.errors import Code, FailedPrecondition, InvalidArgument, LoadError, NotFound
 from loader.model_config import ModelSpec
 from loader.policy import VersionPolicy
@@ -99,7 +97,7 @@ def make_manager(fake: FakeLoader) -> Iterator[MakeManager]:
     made: list[Manager] = []
 
     def make(**kwargs: Any) -> Manager:
-        kwargs.setdefault("retry", RetryPolicy(0, 0.0))
+        kwargs.setdefault("retry", LoadRetries(0, 0.0))
         manager = Manager(fake, **kwargs)
         made.append(manager)
         return manager
@@ -477,7 +475,7 @@ def test_parallel_loads(make_manager: MakeManager, fake: FakeLoader, tmp_path: P
 
 
 def test_retries_then_gives_up(make_manager: MakeManager, fake: FakeLoader, tmp_path: Path) -> None:
-    manager = make_manager(retry=RetryPolicy(max_retries=2, interval_seconds=0.0))
+    manager = make_manager(retry=LoadRetries(max_retries=2, interval_seconds=0.0))
     base = tmp_path / "m"
     manager.set_models([_spec("m", base)])
     fake.fail("m", 1)
@@ -490,7 +488,7 @@ def test_retries_then_gives_up(make_manager: MakeManager, fake: FakeLoader, tmp_
 
 
 def test_no_retries(make_manager: MakeManager, fake: FakeLoader, tmp_path: Path) -> None:
-    manager = make_manager(retry=RetryPolicy(max_retries=0, interval_seconds=0.0))
+    manager = make_manager(retry=LoadRetries(max_retries=0, interval_seconds=0.0))
     base = tmp_path / "m"
     manager.set_models([_spec("m", base)])
     fake.fail("m", 1)
@@ -500,7 +498,7 @@ def test_no_retries(make_manager: MakeManager, fake: FakeLoader, tmp_path: Path)
 
 
 def test_a_retry_that_succeeds(make_manager: MakeManager, fake: FakeLoader, tmp_path: Path) -> None:
-    manager = make_manager(retry=RetryPolicy(max_retries=2, interval_seconds=0.0))
+    manager = make_manager(retry=LoadRetries(max_retries=2, interval_seconds=0.0))
     base = tmp_path / "m"
     manager.set_models([_spec("m", base)])
     fake.fail_times[VersionId("m", 1)] = 2

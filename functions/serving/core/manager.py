@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 from functions.serving.core import policy
+from functions.serving.core.harness import LoadRetries, load_with_retries
 from functions.serving.core.lifecycle import VersionState, VersionStatus
 from functions.serving.core.policy import VersionView
+from functions.serving.core.serving_map import ModelView, ServingMap
 from functions.serving.metrics import ServingMetrics
 from loader.errors import (
     FailedPrecondition,
-    InvalidArgument,
     LoadError,
     NotFound,
     RollwayError,
@@ -43,14 +44,6 @@ from loader.policy import aspired_versions
 from loader.versions import VersionId, content_fingerprint
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """``--max_num_load_retries`` and ``--load_retry_interval_micros``."""
-
-    max_retries: int = 5
-    interval_seconds: float = 60.0
 
 
 S = TypeVar("S")  # what a load returns: the runtime's servable (core never looks inside)
@@ -76,20 +69,11 @@ class _Model(Generic[S]):
     configured: bool = True
 
 
-@dataclass(frozen=True)
-class _View(Generic[S]):
-    """What the request path sees of one model."""
-
-    available: Mapping[int, S]
-    latest: int | None
-    labels: Mapping[str, int]
-
-
 class Manager(Generic[S]):
     def __init__(
         self,
         load: LoadFn[S],
-        retry: RetryPolicy = RetryPolicy(),
+        retry: LoadRetries | None = None,
         num_load_threads: int = 1,
         allow_labels_for_unavailable: bool = False,
         on_change: Callable[[], None] | None = None,
@@ -97,12 +81,12 @@ class Manager(Generic[S]):
     ) -> None:
         self._load = load
         self._metrics = metrics or ServingMetrics()
-        self._retry = retry
+        self._retry = retry or LoadRetries()
         self._allow_unavailable_labels = allow_labels_for_unavailable
         self._on_change = on_change
         self._cond = threading.Condition()
         self._models: dict[str, _Model[S]] = {}
-        self._views: dict[str, _View[S]] = {}
+        self._serving: ServingMap[S] = ServingMap()
         self._closed = threading.Event()
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, num_load_threads), thread_name_prefix="rollway-load"
@@ -202,19 +186,7 @@ class Manager(Generic[S]):
 
     def resolve(self, name: str, version: int | None = None, label: str | None = None) -> S:
         """The servable a request names, or NotFound/InvalidArgument as TF Serving."""
-        view = self._views.get(name)
-        if label is not None:  # an empty label is a label too, as in TF Serving
-            if view is None or label not in view.labels:
-                raise InvalidArgument(f"Unrecognized servable version label: {label}")
-            version = view.labels[label]
-        if version is None:
-            if view is None or view.latest is None:
-                raise NotFound(f"Servable not found for request: Latest({name})")
-            return view.available[view.latest]
-        servable = view.available.get(version) if view is not None else None
-        if servable is None:
-            raise NotFound(f"Servable not found for request: Specific({name}, {version})")
-        return servable
+        return self._serving.resolve(name, version, label)
 
     # ------------------------------------------------------------------ status
 
@@ -230,17 +202,13 @@ class Manager(Generic[S]):
             ]
 
     def labels(self, name: str) -> dict[str, int]:
-        view = self._views.get(name)
-        return dict(view.labels) if view else {}
+        return self._serving.labels(name)
 
     def is_ready(self) -> bool:
         """True when every configured model has at least one AVAILABLE version."""
         with self._cond:
             configured = [n for n, m in self._models.items() if m.configured]
-            views = self._views
-            return bool(configured) and all(
-                (view := views.get(n)) is not None and view.latest is not None for n in configured
-            )
+            return bool(configured) and all(self._serving.serves(n) for n in configured)
 
     def wait_settled(
         self, names: Iterable[str], timeout: float | None = None
@@ -296,7 +264,7 @@ class Manager(Generic[S]):
                     record.servable = None
                     if record.state is not VersionState.END:
                         record.state = VersionState.END
-            self._views = {}
+            self._serving = ServingMap()
 
     # ---------------------------------------------------------------- internal
 
@@ -318,27 +286,15 @@ class Manager(Generic[S]):
         version_id = VersionId(model.spec.name, record.number)
         with self._cond:
             record.state = VersionState.LOADING
-        servable: S | None = None
-        error: RollwayError = LoadError("load cancelled: the version is no longer aspired")
-        fingerprint: str | None = None
-        for attempt in range(self._retry.max_retries + 1):
-            if not self._still_wanted(model, record):
-                break
-            fingerprint = content_fingerprint(record.path)
-            try:
-                servable = self._load(version_id, record.path)
-                break
-            except RollwayError as err:
-                error = err
-            except Exception as err:  # a loader bug must not kill the pool thread
-                log.exception("unexpected error loading %s", version_id)
-                error = LoadError(f"{type(err).__name__}: {err}")
-            log.warning(
-                "loading %s failed (attempt %d of %d): %s",
-                version_id, attempt + 1, self._retry.max_retries + 1, error.message,
-            )  # fmt: skip
-            if attempt < self._retry.max_retries and self._retry.interval_seconds > 0:
-                self._closed.wait(self._retry.interval_seconds)
+        outcome = load_with_retries(
+            lambda: self._load(version_id, record.path),
+            version_id,
+            self._retry,
+            wanted=lambda: self._still_wanted(model, record),
+            fingerprint=lambda: content_fingerprint(record.path),
+            closed=self._closed,
+        )
+        servable, error, fingerprint = outcome.servable, outcome.error, outcome.fingerprint
         with self._cond:
             if model.versions.get(record.number) is not record or self._closed.is_set():
                 return  # superseded; drop whatever was loaded
@@ -371,7 +327,7 @@ class Manager(Generic[S]):
 
     def _publish(self) -> None:
         """Rebuilds the request path's snapshot. Call with the lock held."""
-        views: dict[str, _View[S]] = {}
+        views: dict[str, ModelView[S]] = {}
         for name, model in self._models.items():
             for number, record in model.versions.items():
                 self._metrics.version_state.labels(name, str(number)).set(int(record.state))
@@ -382,8 +338,8 @@ class Manager(Generic[S]):
                 for v, r in model.versions.items()
                 if r.state is VersionState.AVAILABLE and r.servable is not None
             }
-            views[name] = _View(available, max(available, default=None), dict(model.labels))
-        self._views = views
+            views[name] = ModelView(available, dict(model.labels))
+        self._serving = ServingMap(views)
         self._cond.notify_all()
         if self._on_change is not None:
             self._on_change()

@@ -13,7 +13,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Generic
 
-from functions.serving.core.manager import LoadFn, Manager, RetryPolicy, S
+from functions.serving.core.harness import LoadRetries
+from functions.serving.core.manager import LoadFn, Manager, S
 from functions.serving.core.source import FileSystemSource
 from functions.serving.metrics import ServingMetrics
 from loader.errors import Code, RollwayError, error_for_code
@@ -26,7 +27,7 @@ class ServingCore(Generic[S]):
     def __init__(
         self,
         load: LoadFn[S],
-        retry: RetryPolicy,
+        retry: LoadRetries,
         num_load_threads: int,
         allow_labels_for_unavailable: bool,
         file_system_poll_wait_seconds: int,
