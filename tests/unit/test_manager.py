@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from functions.serving.core.lifecycle import VersionState, VersionStatus
 from functions.serving.core.harness import LoadRetries
+from functions.serving.core.lifecycle import VersionState, VersionStatus
 from functions.serving.core.manager import Manager
 from loader.errors import Code, FailedPrecondition, InvalidArgument, LoadError, NotFound
 from loader.model_config import ModelSpec
