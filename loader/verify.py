@@ -24,7 +24,7 @@ import enum
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -160,10 +160,8 @@ def verify_version(
     else:
         manifest, problems = _read_manifest(storage, base, listing[MANIFEST_NAME])
         if manifest is not None:
-            problems += _identity(manifest, expected_model, expected_version)
-            to_hash, found = _compare(manifest, listing)
-            problems += found + structure_problems(entry.path for entry in manifest.files)
-            problems += _empty_essentials({entry.path: entry.size for entry in manifest.files})
+            problems += listing_problems(manifest, listing, expected_model, expected_version)
+            to_hash = _compare(manifest, listing)[0]
             sink.planned(len(to_hash), sum(entry.size for entry in to_hash))
             hashed, nbytes = _hash_all(storage, base, to_hash, workers, sink)
             problems += hashed
@@ -171,6 +169,25 @@ def verify_version(
     ordered = tuple(sorted(problems, key=lambda p: p.path))
     seconds = clock() - started
     return VerificationReport(decide(ordered), ordered, method, manifest, files, nbytes, seconds)
+
+
+def listing_problems(
+    manifest: VersionManifest,
+    listing: Mapping[str, ObjectInfo],
+    expected_model: str | None = None,
+    expected_version: int | None = None,
+) -> list[Problem]:
+    """Every problem ``verify_version`` finds without reading a file's contents.
+
+    ``listing`` maps paths relative to the version directory (the manifest's
+    among them) to what the store lists there. A version with none of these
+    problems is COMPLETE once its files hash to the manifest's sha256.
+    """
+    problems = _identity(manifest, expected_model, expected_version)
+    problems += _compare(manifest, listing)[1]
+    problems += structure_problems(entry.path for entry in manifest.files)
+    problems += _empty_essentials({entry.path: entry.size for entry in manifest.files})
+    return problems
 
 
 def structure_problems(paths: Iterable[str]) -> list[Problem]:
@@ -248,7 +265,7 @@ def _identity(manifest: VersionManifest, model: str | None, version: int | None)
 
 
 def _compare(
-    manifest: VersionManifest, listing: dict[str, ObjectInfo]
+    manifest: VersionManifest, listing: Mapping[str, ObjectInfo]
 ) -> tuple[list[FileEntry], list[Problem]]:
     """Listed files whose size is right (still to hash), and the problems of the rest."""
     to_hash: list[FileEntry] = []

@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from functions.serving.core.repository import scheme_problem
+
 _CPUS = os.cpu_count() or 1
 ENV_PREFIX = "ROLLWAY_"
 
@@ -78,7 +80,7 @@ class ServerOptions:
     model_name: str = _flag("default", "Name of the model (ignored if --model_config_file is set).")
     model_base_path: str = _flag(
         "",
-        "Absolute path of the model's base directory, holding numbered version directories (ignored if --model_config_file is set).",
+        "Absolute path or URI of the model's base directory, holding numbered version directories (ignored if --model_config_file is set): a local path, file://, s3://bucket/prefix, hdfs://namenode:port/path or webhdfs://host:port/path. Remote versions are fetched into --cache_dir before they load.",
     )
     model_config_file: str = _flag(
         "",
@@ -90,6 +92,10 @@ class ServerOptions:
     file_system_poll_wait_seconds: int = _flag(
         1,
         "Seconds between polls of the model base paths for new or removed versions; 0 polls once at startup; negative never polls.",
+    )
+    require_manifest: bool = _flag(
+        False,
+        "rollway only: a version directory without rollway-manifest.json (TF Serving's plain layout) waits until its manifest is there. Without it, such a version loads as TF Serving loads it (and again when its files change). Either way, a version with a manifest loads only once every file it lists is there with its size and sha256: until then it is not announced, so the previous version keeps serving, and a file whose bytes differ fails the load with DATA_LOSS. On every scheme, local disk included.",
     )
     saved_model_tags: str = _flag(
         "serve", "Comma-separated tags of the MetaGraph to load from each SavedModel."
@@ -235,7 +241,7 @@ class ServerOptions:
     )
     cache_dir: str = _flag(
         "",
-        "rollway only, with --assignments: local directory of the fetched versions (<cache_dir>/<model>/<version>), verified again and reused after a restart; it holds only assigned versions (others are deleted). Empty: a new directory under $TMPDIR (default /tmp), deleted at exit.",
+        "rollway only: local directory of fetched versions, <cache_dir>/<model>/<version>. With --assignments: the assigned versions, verified again and reused after a restart; it holds only assigned versions (others are deleted). Otherwise: the versions of remote base paths (s3://, hdfs://, webhdfs://), fetched (and verified, where they have a manifest) before they load; a version leaves it once it is neither loading nor loaded. Local base paths are loaded in place, never copied. Empty: a new directory under $TMPDIR (default /tmp), deleted at exit.",
     )
     assignment_timeout_seconds: float = _flag(
         600.0,
@@ -391,6 +397,8 @@ def _validate_assignments(o: ServerOptions) -> None:
     if not o.assignments:
         if not o.model_base_path and not o.model_config_file:
             raise UsageError("Both --model_base_path and --model_config_file are empty!")
+        if not o.model_config_file and (problem := scheme_problem(o.model_base_path)):
+            raise UsageError(f"--model_base_path: {problem}")
         defaults = ServerOptions()
         for name in ("models", "pin_generation", "follow"):
             if getattr(o, name) != getattr(defaults, name):

@@ -1,9 +1,10 @@
 """``rollway serve``: wires flags, config, core, gRPC services and health.
 
 Startup order: parse and validate flags (usage errors exit 2), read the model
-config, start the gRPC server (health says NOT_SERVING), load every model's
-aspired versions (any failure exits 1 naming the model, version and cause),
-apply labels, then report SERVING. SIGTERM/SIGINT drain: health goes
+config (a base path whose URI scheme no storage backend reads exits 2 too),
+start the gRPC server (health says NOT_SERVING), load every model's aspired
+versions (any failure exits 1 naming the model, version and cause), apply
+labels, then report SERVING. SIGTERM/SIGINT drain: health goes
 NOT_SERVING, in-flight RPCs get a grace period, then the process exits 0.
 
 With ``--assignments`` the models come from a store's assignments instead
@@ -30,6 +31,7 @@ import grpc
 from functions.serving import flags, logs
 from functions.serving.api.health import ModelHealth
 from functions.serving.core.harness import LoadRetries
+from functions.serving.core.repository import CacheDir, RepositoryOptions, scheme_problem
 from functions.serving.core.serving_core import ServingCore
 from functions.serving.dataplane.plane import DataPlane
 from functions.serving.flags import ServerOptions
@@ -64,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rollway ModelServer: {VERSION}\nTensorFlow Library: {tf.__version__}")
         return 0
     logs.configure(options.log_format, options.log_level)
+    _keep_signals_from_the_jvm()
     if options.assignments:  # imported only here: it registers its own metrics
         from functions.serving.core.assignments.source import AssignedModels
 
@@ -74,7 +77,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RollwayError as err:
         log.error("Failed to start server. Error: %s", err.message)
         return 1
+    for spec in specs:
+        if problem := scheme_problem(spec.base_path):
+            print(f"rollway serve: error: model {spec.name}: {problem}", file=sys.stderr)
+            return 2
     return _serve(options, specs, ServingMetrics())
+
+
+def _keep_signals_from_the_jvm() -> None:
+    """An hdfs:// store starts a JVM inside this process (libhdfs), and a JVM takes
+    SIGTERM and SIGINT over by default: the process would exit at once, without a
+    drain. ``-Xrs`` in LIBHDFS_OPTS (the JVM's options) leaves them to the server."""
+    options = os.environ.get("LIBHDFS_OPTS", "")
+    if "-Xrs" not in options.split():
+        os.environ["LIBHDFS_OPTS"] = f"{options} -Xrs".strip()
 
 
 def _model_specs(o: ServerOptions) -> tuple[ModelSpec, ...]:
@@ -184,6 +200,12 @@ def _serve(
         file_system_poll_wait_seconds=0 if assigned else o.file_system_poll_wait_seconds,
         on_change=health.refresh,
         metrics=metrics,
+        repositories=RepositoryOptions(
+            # Assigned versions are in that mode's own cache, verified as they were fetched.
+            cache=None if assigned else CacheDir(o.cache_dir),
+            require_manifest=o.require_manifest,
+            verify_local_manifests=assigned is None,
+        ),
     )
     # With assignments, ready only once startup loaded every assigned version.
     plane = DataPlane(

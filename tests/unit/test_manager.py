@@ -17,6 +17,7 @@ import pytest
 from functions.serving.core.harness import LoadRetries
 from functions.serving.core.lifecycle import VersionState, VersionStatus
 from functions.serving.core.manager import Manager
+from functions.serving.core.version_ref import VersionRef
 from loader.errors import Code, FailedPrecondition, InvalidArgument, LoadError, NotFound
 from loader.model_config import ModelSpec
 from loader.policy import VersionPolicy
@@ -66,7 +67,7 @@ class FakeLoader:
         with self._lock:
             return self._lock.wait_for(lambda: len(self.calls) >= n, TIMEOUT)
 
-    def __call__(self, version_id: VersionId, path: Path) -> Any:
+    def __call__(self, version_id: VersionId, ref: VersionRef) -> Any:
         with self._lock:
             self.calls.append(version_id)
             self._lock.notify_all()
@@ -81,7 +82,8 @@ class FakeLoader:
         error = self.failing.get(version_id)
         if error is not None:
             raise error
-        return Loaded(version_id, path)
+        assert ref.path is not None
+        return Loaded(version_id, ref.path)
 
 
 @pytest.fixture
@@ -113,13 +115,18 @@ def manager(make_manager: MakeManager) -> Manager:
     return make_manager()
 
 
-def _versions(base: Path, *numbers: int) -> dict[int, Path]:
+def scan(base: Path) -> dict[int, VersionRef]:
+    """The version directories under ``base``, as the source reports local ones."""
+    return {number: VersionRef.local(number, path) for number, path in scan_versions(base).items()}
+
+
+def _versions(base: Path, *numbers: int) -> dict[int, VersionRef]:
     """Creates version directories (each with one file) and scans them."""
     for number in numbers:
         path = base / str(number)
         path.mkdir(parents=True, exist_ok=True)
         (path / "saved_model.pb").write_bytes(f"version {number}".encode())
-    return scan_versions(base)
+    return scan(base)
 
 
 def _spec(name: str, base: Path, policy: VersionPolicy | None = None) -> ModelSpec:
@@ -166,7 +173,7 @@ def test_loads_the_latest_version(manager: Manager, fake: FakeLoader, tmp_path: 
     assert _served(manager, "m", 2) == 2
     loaded = manager.resolve("m")
     assert isinstance(loaded, Loaded)
-    assert loaded.path == found[2]
+    assert loaded.path == found[2].path
     assert _states(manager, "m") == [(2, VersionState.AVAILABLE)]
 
 
@@ -336,7 +343,7 @@ def test_failed_version_then_fixed_on_disk(
 
     fake.succeed("m", 2)
     (base / "2" / "variables.index").write_bytes(b"the rest of the copy")
-    manager.set_versions("m", scan_versions(base))
+    manager.set_versions("m", scan(base))
     assert _settle(manager, "m") == []
     assert _served(manager, "m") == 2
     assert _states(manager, "m") == [(2, VersionState.AVAILABLE), (1, VersionState.END)]
@@ -357,7 +364,7 @@ def test_a_failed_version_is_not_retried_on_an_unchanged_poll(
     assert fake.count("m", 1) == 1
 
     for _ in range(3):
-        manager.set_versions("m", scan_versions(base))
+        manager.set_versions("m", scan(base))
         # A new load would have replaced the END record synchronously.
         (again,) = manager.statuses("m")
         assert again == status
@@ -366,7 +373,7 @@ def test_a_failed_version_is_not_retried_on_an_unchanged_poll(
 
     fake.succeed("m", 1)
     (base / "1" / "extra.txt").write_text("now complete")
-    manager.set_versions("m", scan_versions(base))
+    manager.set_versions("m", scan(base))
     assert _settle(manager, "m") == []
     assert fake.count("m", 1) == 2
     assert _served(manager, "m") == 1
@@ -386,7 +393,7 @@ def test_a_rewritten_file_also_triggers_a_retry(
     path.write_bytes(b"a longer, complete graph")
     os.utime(path, ns=(1, 1))
     fake.succeed("m", 1)
-    manager.set_versions("m", scan_versions(base))
+    manager.set_versions("m", scan(base))
     assert _settle(manager, "m") == []
     assert fake.count("m", 1) == 2
 
@@ -410,7 +417,7 @@ def test_an_unloaded_version_loads_again_when_aspired_again(
     manager.set_models([_spec("m", base)])
     manager.set_versions("m", _versions(base, 1, 2))
     assert _settle(manager, "m") == []
-    manager.set_versions("m", {1: base / "1"})  # version 2 was deleted
+    manager.set_versions("m", {1: VersionRef.local(1, base / "1")})  # version 2 was deleted
     assert _settle(manager, "m") == []
     assert _served(manager, "m") == 1
     assert _states(manager, "m") == [(2, VersionState.END), (1, VersionState.AVAILABLE)]
@@ -448,11 +455,11 @@ def test_a_version_dropped_while_queued_loads_when_aspired_again(
     manager.set_versions("m", _versions(base, 1))
     assert fake.wait_calls(1)  # version 1 holds the only load thread
     manager.set_versions("m", _versions(base, 2))  # version 2 queues behind it
-    manager.set_versions("m", {1: base / "1"})  # and is gone again
+    manager.set_versions("m", {1: VersionRef.local(1, base / "1")})  # and is gone again
     gate.set()
     assert _settle(manager, "m") == []
     assert _served(manager, "m") == 1
-    manager.set_versions("m", scan_versions(base))
+    manager.set_versions("m", scan(base))
     assert _settle(manager, "m") == []
     assert _served(manager, "m") == 2
     assert _states(manager, "m") == [(2, VersionState.AVAILABLE), (1, VersionState.END)]
@@ -697,7 +704,7 @@ def test_a_removed_model_can_come_back(manager: Manager, fake: FakeLoader, tmp_p
     assert _settle(manager, "a") == []
     manager.set_models([])
     assert manager.set_models([a]) == ["a"]
-    manager.set_versions("a", scan_versions(tmp_path / "a"))
+    manager.set_versions("a", scan(tmp_path / "a"))
     assert _settle(manager, "a") == []
     assert _served(manager, "a") == 1
     assert fake.count("a", 1) == 2

@@ -10,7 +10,8 @@ Modelled on TensorFlow Serving's AspiredVersionsManager:
   labels pinning their versions); the manager carries it out.
 * Aspired versions are loaded on a thread pool, with retries as configured.
 * Unlike TF Serving, a version that failed is loaded again once the content
-  of its directory changes, so a half-copied version is never stranded.
+  of its directory changes (its ``VersionRef`` fingerprint), so a half-copied
+  version is never stranded.
 
 The request path (:meth:`Manager.resolve`) takes no lock: it reads an
 immutable snapshot that is replaced whenever a version changes state.
@@ -24,7 +25,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Generic, TypeVar
 
 from functions.serving.core import policy
@@ -32,6 +32,7 @@ from functions.serving.core.harness import LoadRetries, load_with_retries
 from functions.serving.core.lifecycle import VersionState, VersionStatus
 from functions.serving.core.policy import VersionView
 from functions.serving.core.serving_map import ModelView, ServingMap
+from functions.serving.core.version_ref import VersionRef
 from functions.serving.metrics import ServingMetrics
 from loader.errors import (
     FailedPrecondition,
@@ -41,19 +42,20 @@ from loader.errors import (
 )
 from loader.model_config import ModelSpec
 from loader.policy import aspired_versions
-from loader.versions import VersionId, content_fingerprint
+from loader.versions import VersionId
 
 log = logging.getLogger(__name__)
 
 
 S = TypeVar("S")  # what a load returns: the runtime's servable (core never looks inside)
-LoadFn = Callable[[VersionId, Path], S]
+# Makes the version loadable (fetching it, if need be) and loads it; raises RollwayError.
+LoadFn = Callable[[VersionId, VersionRef], S]
 
 
 @dataclass(eq=False)
 class _Version(Generic[S]):
     number: int
-    path: Path
+    ref: VersionRef
     state: VersionState = VersionState.START
     servable: S | None = None
     error: RollwayError | None = None
@@ -122,7 +124,7 @@ class Manager(Generic[S]):
         with self._cond:
             return [m.spec for m in self._models.values() if m.configured]
 
-    def set_versions(self, name: str, found: Mapping[int, Path]) -> None:
+    def set_versions(self, name: str, found: Mapping[int, VersionRef]) -> None:
         """The source's report: every version of ``name`` found on storage."""
         with self._cond:
             model = self._models.get(name)
@@ -135,10 +137,10 @@ class Manager(Generic[S]):
                 if (r := model.versions.get(v)) is not None
                 and r.state is VersionState.END and r.error is not None
             }  # fmt: skip
-        # Fingerprints read the file system: do it outside the lock.
+        # A local version's fingerprint walks its directory: do it outside the lock.
         changed = {
             v for v, fingerprint in failed_fingerprints.items()
-            if content_fingerprint(found[v]) != fingerprint
+            if found[v].content_fingerprint() != fingerprint
         }  # fmt: skip
         with self._cond:
             if not model.configured or self._closed.is_set():
@@ -268,8 +270,8 @@ class Manager(Generic[S]):
 
     # ---------------------------------------------------------------- internal
 
-    def _start_load(self, model: _Model[S], number: int, path: Path) -> None:
-        record: _Version[S] = _Version(number, path)
+    def _start_load(self, model: _Model[S], number: int, ref: VersionRef) -> None:
+        record: _Version[S] = _Version(number, ref)
         model.versions[number] = record
         self._pool.submit(self._load_with_retries, model, record)
 
@@ -287,11 +289,11 @@ class Manager(Generic[S]):
         with self._cond:
             record.state = VersionState.LOADING
         outcome = load_with_retries(
-            lambda: self._load(version_id, record.path),
+            lambda: self._load(version_id, record.ref),
             version_id,
             self._retry,
             wanted=lambda: self._still_wanted(model, record),
-            fingerprint=lambda: content_fingerprint(record.path),
+            fingerprint=record.ref.content_fingerprint,
             closed=self._closed,
         )
         servable, error, fingerprint = outcome.servable, outcome.error, outcome.fingerprint

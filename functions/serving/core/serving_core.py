@@ -4,6 +4,10 @@ It owns the two operations that change what is served: the initial load at
 startup and a config reload (from ModelService.HandleReloadConfigRequest or
 from polling ``--model_config_file``). Both are synchronous: they return once
 the models they add have loaded, or raise naming what failed.
+
+The manager loads a version through the source: the source's repository makes
+it a local directory (fetched and verified where the base path says so), then
+the server's load function loads that directory.
 """
 
 from __future__ import annotations
@@ -11,14 +15,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Generic
 
 from functions.serving.core.harness import LoadRetries
-from functions.serving.core.manager import LoadFn, Manager, S
+from functions.serving.core.manager import Manager, S
+from functions.serving.core.repository import RepositoryOptions, scheme_problem
 from functions.serving.core.source import FileSystemSource
+from functions.serving.core.version_ref import VersionRef
 from functions.serving.metrics import ServingMetrics
-from loader.errors import Code, RollwayError, error_for_code
+from loader.errors import Code, InvalidArgument, RollwayError, error_for_code
 from loader.model_config import ModelSpec, read_model_server_config
+from loader.versions import VersionId
 
 log = logging.getLogger(__name__)
 
@@ -26,27 +34,39 @@ log = logging.getLogger(__name__)
 class ServingCore(Generic[S]):
     def __init__(
         self,
-        load: LoadFn[S],
+        load: Callable[[VersionId, Path], S],
         retry: LoadRetries,
         num_load_threads: int,
         allow_labels_for_unavailable: bool,
         file_system_poll_wait_seconds: int,
         on_change: Callable[[], None] | None = None,
         metrics: ServingMetrics | None = None,
+        repositories: RepositoryOptions | None = None,
     ) -> None:
+        """``load`` loads a local version directory; ``repositories`` says how base
+        paths are read (the core owns its cache directory: ``close`` deletes it if
+        it made it)."""
+
+        def load_version(version_id: VersionId, ref: VersionRef) -> S:
+            return load(version_id, self._source.materialize(version_id.model, ref))
+
+        self._repositories = repositories or RepositoryOptions()
         self.manager: Manager[S] = Manager(
-            load, retry, num_load_threads, allow_labels_for_unavailable, on_change, metrics
+            load_version, retry, num_load_threads, allow_labels_for_unavailable, on_change, metrics
         )
-        self._source = FileSystemSource(self.manager, file_system_poll_wait_seconds)
+        self._source = FileSystemSource(
+            self.manager, file_system_poll_wait_seconds, self._repositories
+        )
         self._poll_enabled = file_system_poll_wait_seconds >= 0
         self._reload_lock = threading.Lock()
         self._config_thread: threading.Thread | None = None
         self._stop = threading.Event()
 
     def start(self, specs: Sequence[ModelSpec]) -> None:
-        """Loads the initial config; raises if any aspired version fails to load."""
-        self._apply(specs, wait_for=[s.name for s in specs])
+        """Loads the initial config; raises if any aspired version fails to load.
+        Polling starts first: a base path not readable yet is polled until it is."""
         self._source.start()
+        self._apply(specs, wait_for=[s.name for s in specs])
 
     def reload(self, specs: Sequence[ModelSpec]) -> None:
         """Replaces the config. Waits for newly added models (and for models whose
@@ -56,6 +76,10 @@ class ServingCore(Generic[S]):
             self._apply(specs, wait_for=[s.name for s in specs if s.name not in known or s.labels])
 
     def _apply(self, specs: Sequence[ModelSpec], wait_for: list[str]) -> None:
+        for spec in specs:
+            problem = scheme_problem(spec.base_path)
+            if problem:
+                raise InvalidArgument(f"model {spec.name}: {problem}")
         self.manager.set_models(specs)
         if self._poll_enabled:
             self._source.poll_once()
@@ -95,4 +119,7 @@ class ServingCore(Generic[S]):
     def close(self) -> None:
         self._stop.set()
         self._source.stop()
-        self.manager.close()
+        self.manager.close()  # waits for the loads, which may still be fetching
+        self._source.close()
+        if self._repositories.cache is not None:
+            self._repositories.cache.close()

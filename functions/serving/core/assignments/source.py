@@ -22,13 +22,9 @@ load, the previous generation's config is restored; it never stopped serving.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 from functions.serving.core.assignments import follow
@@ -40,6 +36,7 @@ from functions.serving.core.assignments.store import (
     versions_of,
 )
 from functions.serving.core.lifecycle import VersionState
+from functions.serving.core.repository import CacheDir
 from functions.serving.core.serving_core import ServingCore
 from functions.serving.flags import ServerOptions
 from functions.serving.metrics import ServingMetrics
@@ -70,9 +67,8 @@ class AssignedModels:
         self._metrics = metrics
         self._wanted = [m.strip() for m in options.models.split(",") if m.strip()]
         self._timeout = options.assignment_timeout_seconds
-        self._own_cache = not options.cache_dir
-        cache = options.cache_dir or tempfile.mkdtemp(prefix="rollway-cache-")
-        self.cache = Path(os.path.abspath(cache))
+        self._cache = CacheDir(options.cache_dir)
+        self.cache = self._cache.path
         self._fetcher: Fetcher | None = None
         self._core: ServingCore[Any] | None = None
         self._served: dict[str, AssignmentChanged] = {}
@@ -257,5 +253,4 @@ class AssignedModels:
             self._follower.stop()
         if self._fetcher is not None:
             self._fetcher.store.close()
-        if self._own_cache:
-            shutil.rmtree(self.cache, ignore_errors=True)
+        self._cache.close()
