@@ -6,6 +6,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -13,6 +14,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from functions.devstack.hdfs import HdfsCluster, HdfsDist, MissingPrerequisite, prepare
 from functions.devstack.seaweedfs import TEST_BUCKET, SeaweedFS
 from functions.serving.process import ServerProcess
 
@@ -129,3 +131,94 @@ def s3_env(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> dict[str, s
 def s3_root(s3_env: dict[str, str]) -> str:
     """A fresh ``s3://bucket/<unique prefix>`` for one test (``s3_env`` is set)."""
     return f"s3://{TEST_BUCKET}/t-{uuid.uuid4().hex[:12]}"
+
+
+# --- HDFS: one real NameNode and DataNode per test session ----------------------
+
+
+@dataclass(frozen=True)
+class RemoteRoot:
+    """A root URI on a remote store, and what a client process needs to reach it."""
+
+    uri: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    def fresh(self) -> RemoteRoot:
+        return RemoteRoot(f"{self.uri.rstrip('/')}/t-{uuid.uuid4().hex[:12]}", self.env)
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def hdfs_dist() -> HdfsDist:
+    """The prepared HDFS cache (functions/devstack/hdfs.py; the first run on a
+    machine downloads and builds it). A machine that cannot provide a
+    prerequisite (Java, gcc, Jersey without root, PyPI for the first download)
+    skips the tests that need it, saying which; under CI=true they fail instead."""
+    try:
+        return prepare()
+    except MissingPrerequisite as err:
+        if _in_ci():
+            pytest.fail(f"CI must run the HDFS tests, but: {err}")
+        pytest.skip(f"no HDFS dev stack on this machine: {err}")
+
+
+@pytest.fixture(scope="session")
+def hdfs_cluster(
+    hdfs_dist: HdfsDist, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HdfsCluster]:
+    """The session's NameNode and DataNode, started when a test first asks for them."""
+    cluster = HdfsCluster(tmp_path_factory.mktemp("hdfs"), hdfs_dist).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def hdfs_base(request: pytest.FixtureRequest) -> Iterator[RemoteRoot]:
+    """Where hdfs:// tests write: $ROLLWAY_TEST_HDFS_URI (an external cluster, for
+    which this environment is already set up), else the session's cluster. Its
+    client environment is then set in this process for the whole session: the
+    libhdfs inside pytest reads it once, when it first loads."""
+    external = os.environ.get("ROLLWAY_TEST_HDFS_URI")
+    if external:
+        yield RemoteRoot(external)
+        return
+    cluster: HdfsCluster = request.getfixturevalue("hdfs_cluster")
+    env = cluster.env()
+    old = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        yield RemoteRoot(cluster.hdfs_uri("/rollway-test"), env)
+    finally:
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def webhdfs_base(request: pytest.FixtureRequest) -> RemoteRoot:
+    """Where webhdfs:// tests write: $ROLLWAY_TEST_WEBHDFS_URL, else the session's
+    cluster. WebHDFS needs no client environment."""
+    external = os.environ.get("ROLLWAY_TEST_WEBHDFS_URL")
+    if external:
+        return RemoteRoot(external)
+    cluster: HdfsCluster = request.getfixturevalue("hdfs_cluster")
+    return RemoteRoot(cluster.webhdfs_uri("/rollway-test"))
+
+
+@pytest.fixture
+def hdfs_root(hdfs_base: RemoteRoot) -> RemoteRoot:
+    """A fresh ``hdfs://`` root for one test (its client environment is set)."""
+    return hdfs_base.fresh()
+
+
+@pytest.fixture
+def webhdfs_root(webhdfs_base: RemoteRoot) -> RemoteRoot:
+    """A fresh ``webhdfs://`` root for one test."""
+    return webhdfs_base.fresh()

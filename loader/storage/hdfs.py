@@ -14,8 +14,14 @@ this process. Setup, on every machine that opens an hdfs:// URI:
   path, or ``FILE:path``) is passed to libhdfs as ``kerb_ticket``.
 - An HA nameservice is ``hdfs://nameservice/path`` (no port): hdfs-site.xml on
   CLASSPATH resolves it.
-If the JVM or libhdfs cannot be loaded, opening the URI raises ``Unavailable``
-with this checklist.
+
+Opening the URI only parses it, as for webhdfs:// and s3://: the client is
+created on first use, so every failure comes from an operation. Before pyarrow
+loads libhdfs the environment is checked, so a missing JAVA_HOME, libhdfs.so or
+CLASSPATH is ``Unavailable`` with one line naming what is missing and how to
+get it (or to use webhdfs://), not Java stack traces on stderr. Set them before
+the first hdfs:// operation: pyarrow loads libhdfs once per process (a failure
+sticks), and the JVM reads CLASSPATH once.
 
 Guarantees, within what libhdfs offers:
 - ``write`` streams to a hidden temporary file next to the target, then renames
@@ -37,13 +43,16 @@ Guarantees, within what libhdfs offers:
 from __future__ import annotations
 
 import contextlib
+import ctypes.util
 import errno
 import io
 import os
 import posixpath
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, BinaryIO, cast
 from urllib.parse import unquote, urlsplit
 
@@ -57,26 +66,69 @@ SETUP = (
     "libhdfs needs JAVA_HOME, HADOOP_HOME (or ARROW_LIBHDFS_DIR, the folder of"
     " libhdfs.so) and CLASSPATH=$(hadoop classpath --glob)"
 )
+_WEBHDFS_HINT = "or use webhdfs://NAMENODE:HTTP_PORT/PATH, which needs no JVM"
+_LIBJVM_DIRS = ("lib/server", "jre/lib/amd64/server", "lib/amd64/server", "jre/lib/server")
+
+
+def missing_setup(env: Mapping[str, str]) -> list[str]:
+    """What ``env`` lacks for libhdfs to load and find Hadoop's classes, each
+    with how to get it; empty when nothing is seen missing."""
+    problems = []
+    java = env.get("JAVA_HOME", "")
+    if not java:
+        problems.append(
+            "JAVA_HOME is not set (a JRE's folder; Debian's openjdk-17-jre-headless has one)"
+        )
+    elif not any((Path(java) / d / "libjvm.so").is_file() for d in _LIBJVM_DIRS):
+        problems.append(f"JAVA_HOME={java} holds no lib/server/libjvm.so")
+    folder = env.get("ARROW_LIBHDFS_DIR") or (
+        str(Path(env["HADOOP_HOME"], "lib", "native")) if env.get("HADOOP_HOME") else ""
+    )
+    if folder and not (Path(folder) / "libhdfs.so").is_file():
+        problems.append(f"{folder} holds no libhdfs.so")
+    elif not folder and ctypes.util.find_library("hdfs") is None:
+        problems.append(
+            "ARROW_LIBHDFS_DIR is not set (the folder of libhdfs.so;"
+            " $HADOOP_HOME/lib/native in a Hadoop install)"
+        )
+    classpath = env.get("CLASSPATH", "")
+    if not classpath:
+        problems.append(
+            "CLASSPATH is not set (the Hadoop client jars and configuration:"
+            " CLASSPATH=$(hadoop classpath --glob))"
+        )
+    elif any(entry.endswith("*") for entry in classpath.split(os.pathsep)):
+        problems.append("CLASSPATH has wildcards, which libhdfs does not expand: use --glob")
+    return problems
+
+
+def _connector(host: str, port: int, uri: str) -> Callable[[], Any]:
+    def connect() -> Any:
+        problems = missing_setup(os.environ)
+        if problems:
+            raise Unavailable(
+                f"cannot open {uri}: libhdfs needs a JVM: {'; '.join(problems)}; {_WEBHDFS_HINT}"
+            )
+        from pyarrow import fs as pafs
+
+        ticket = os.environ.get("KRB5CCNAME", "").removeprefix("FILE:") or None
+        try:
+            return pafs.HadoopFileSystem(
+                host, port, user=os.environ.get("HADOOP_USER_NAME") or None, kerb_ticket=ticket
+            )
+        except OSError as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise Unavailable(f"cannot open {uri}: {reason}; {SETUP}; {_WEBHDFS_HINT}") from None
+
+    return connect
 
 
 def from_uri(uri: str) -> HdfsStorage:
-    from pyarrow import fs as pafs
-
     parts = urlsplit(uri)
     if not parts.hostname:
         raise InvalidArgument(f"{redact(uri)!r} is not an hdfs://namenode[:port]/path URI")
-    ticket = os.environ.get("KRB5CCNAME", "").removeprefix("FILE:") or None
-    try:
-        hdfs = pafs.HadoopFileSystem(
-            parts.hostname,
-            parts.port or 0,
-            user=os.environ.get("HADOOP_USER_NAME") or None,
-            kerb_ticket=ticket,
-        )
-    except OSError as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise Unavailable(f"cannot open {redact(uri)}: {reason}; {SETUP}") from None
-    return HdfsStorage(hdfs, unquote(parts.path) or "/", redact(uri))
+    connect = _connector(parts.hostname, parts.port or 0, redact(uri))
+    return HdfsStorage(connect, unquote(parts.path) or "/", redact(uri))
 
 
 def map_error(err: Exception, uri: str) -> RollwayError:
@@ -131,12 +183,23 @@ class _RangeReader(io.RawIOBase):
 
 
 class HdfsStorage(Storage):
-    """Files under ``root`` of a pyarrow FileSystem (HadoopFileSystem in production)."""
+    """Files under ``root`` of the pyarrow FileSystem that ``connect`` returns
+    (HadoopFileSystem in production), called once, on first use."""
 
-    def __init__(self, fs: Any, root: str, uri: str) -> None:
-        self._fs = fs
+    def __init__(self, connect: Callable[[], Any], root: str, uri: str) -> None:
+        self._connect = connect
+        self._client: Any = None
+        self._connecting = threading.Lock()
         self.root = "/" + root.strip("/")
         self.uri = uri.rstrip("/")
+
+    @property
+    def _fs(self) -> Any:
+        if self._client is None:
+            with self._connecting:
+                if self._client is None:
+                    self._client = self._connect()
+        return self._client
 
     def _path(self, key: str) -> str:
         if not key or key.endswith("/"):
@@ -212,6 +275,8 @@ class HdfsStorage(Storage):
                 out.write(chunk)
 
     def _discard(self, path: str) -> None:
+        if self._client is None:
+            return  # never connected, so nothing was written
         with contextlib.suppress(OSError):  # already gone, or never written
             self._fs.delete_file(path)
 

@@ -23,10 +23,13 @@ from loader.schemas.rollway.v1.assignment_pb2 import AssignmentChanged, Assignme
 from loader.storage import Storage, open_storage
 from tests.conftest import REPO
 from tests.kafka_broker import TansuBroker
-from tests.stores import Backend
+from tests.stores import Backend, local_and_s3_only
 
 pytestmark = pytest.mark.integration
 TIMEOUT = 120
+# These run on local disk and S3 only: the commands are thin over loader.assignments,
+# whose protocol test_assignments runs on HDFS too, and on hdfs:// every command
+# would start a JVM (about a minute for this module on both HDFS schemes).
 
 
 def rollway(env: dict[str, str], store: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -64,6 +67,7 @@ def refused(result: subprocess.CompletedProcess[str], *words: str) -> None:
     assert all(word in line for word in words), line
 
 
+@local_and_s3_only
 def test_list_and_status(backend: Backend) -> None:
     prepare(backend.storage)
     prepare(backend.storage, "other", generations=1)
@@ -84,6 +88,7 @@ def test_list_and_status(backend: Backend) -> None:
     refused(rollway(env, backend.uri, "models", "status", "nope"), "nope", "no assignment")
 
 
+@local_and_s3_only
 def test_label_and_a_label_to_a_missing_version(backend: Backend) -> None:
     prepare(backend.storage)
     env = backend.subprocess_env()
@@ -103,6 +108,7 @@ def test_label_and_a_label_to_a_missing_version(backend: Backend) -> None:
     assert status(backend)["generation"] == 4  # the refused requests wrote nothing
 
 
+@local_and_s3_only
 def test_pin_then_clear(backend: Backend) -> None:
     prepare(backend.storage)
     env = backend.subprocess_env()
@@ -125,6 +131,7 @@ def test_pin_then_clear(backend: Backend) -> None:
     assert again.returncode == 0 and "unchanged" in again.stderr
 
 
+@local_and_s3_only
 def test_rollback(backend: Backend) -> None:
     prepare(backend.storage)
     prepare(backend.storage, "fresh", generations=1)

@@ -22,7 +22,7 @@ from loader.storage import open_storage
 from loader.verify import Verdict, verify_version
 from tests.conftest import BAD_HALF_PLUS_TWO, HALF_PLUS_TWO, REPO
 from tests.kafka_broker import TansuBroker
-from tests.stores import Backend
+from tests.stores import Backend, local_and_s3_only
 
 TIMEOUT = 180
 
@@ -61,6 +61,9 @@ def test_publish_then_verify_round_trip(backend: Backend, source: Path) -> None:
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+# --next reads a listing, which the contract suite checks on HDFS; the race for a
+# number is what differs there, and test_concurrent_next_publishes covers it.
+@local_and_s3_only
 def test_next_picks_the_highest_version_plus_one(backend: Backend, source: Path) -> None:
     for version in ("3", "7"):
         result = rollway(backend, "publish", "--no-check", "--version", version,
@@ -115,6 +118,8 @@ def test_existing_versions_need_force_and_staged_ones_are_never_replaced(
     assert "staged" in staged.stderr
 
 
+# A usage error: the store is never touched.
+@local_and_s3_only
 def test_a_directory_that_is_no_saved_model_is_refused(backend: Backend) -> None:
     result = rollway(backend, "publish", str(BAD_HALF_PLUS_TWO / "00000123"),
                      backend.version_uri("bad"))  # fmt: skip
@@ -140,6 +145,8 @@ def test_many_small_files_and_a_multipart_file(backend: Backend, source: Path) -
     assert backend.storage.stat("big/123/assets/embedding.bin").size == 24 * 2**20
 
 
+# The event does not depend on the store.
+@local_and_s3_only
 def test_publish_announces_the_version_on_kafka(
     backend: Backend, source: Path, kafka: TansuBroker
 ) -> None:
@@ -169,6 +176,8 @@ def test_publish_announces_the_version_on_kafka(
     assert event.file_count == 4
 
 
+# A Kafka failure: the store does not matter.
+@local_and_s3_only
 def test_an_unreachable_broker_is_a_clear_error_after_the_upload(
     backend: Backend, source: Path
 ) -> None:

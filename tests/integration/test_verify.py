@@ -27,7 +27,7 @@ from loader.schemas.rollway.v1 import manifest_pb2
 from loader.storage import ObjectInfo, Storage, open_storage
 from loader.verify import METHOD_LEGACY, ProblemKind, Verdict, verify_version
 from tests.conftest import HALF_PLUS_TWO, REPO
-from tests.stores import Backend
+from tests.stores import Backend, local_and_s3_only
 
 K = ProblemKind
 SHARD_1 = "variables/variables.data-00001-of-00003"
@@ -370,6 +370,8 @@ def test_cli_legacy(backend: Backend) -> None:
     assert "method: legacy-settled" in result.stdout and "NOT verified" in result.stdout
 
 
+# TensorFlow's trial load; its download from HDFS is test_trial_load_downloads_from_a_remote_store.
+@local_and_s3_only
 def test_cli_load(backend: Backend, half: str, tmp_path: Path) -> None:
     good = rollway(backend, backend.version_uri(half), "--load", "--json")
     assert good.returncode == 0, good.stderr
@@ -394,6 +396,8 @@ def test_cli_load(backend: Backend, half: str, tmp_path: Path) -> None:
     assert problem["kind"] == "LOAD_FAILED" and "parse" in problem["detail"]
 
 
+# Usage errors: the store is never touched.
+@local_and_s3_only
 def test_cli_usage_and_storage_errors(backend: Backend) -> None:
     scheme = rollway(backend, "gs://bucket/models/half/1")
     assert scheme.returncode == 2

@@ -1,7 +1,8 @@
 """The Storage contract (loader/storage/base.py), run unchanged against every backend.
 
-local and s3 (a real SeaweedFS) always run; hdfs and webhdfs run only against a
-real cluster named by ROLLWAY_TEST_HDFS_URI / ROLLWAY_TEST_WEBHDFS_URL.
+Every backend runs against a real server: s3 against SeaweedFS, hdfs (libhdfs)
+and webhdfs against the session's NameNode and DataNode (tests/conftest.py), or
+against the cluster named by ROLLWAY_TEST_HDFS_URI / ROLLWAY_TEST_WEBHDFS_URL.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import io
 import os
 import threading
 import tracemalloc
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,9 +25,6 @@ from loader.storage import Storage, open_storage
 from loader.storage.base import keys
 
 MiB = 1024 * 1024
-# Cluster roots for the backends no machine here can run; tests use a fresh
-# subdirectory of them.
-REMOTE_ROOTS = {"hdfs": "ROLLWAY_TEST_HDFS_URI", "webhdfs": "ROLLWAY_TEST_WEBHDFS_URL"}
 
 
 @pytest.fixture(params=["local", "s3", "hdfs", "webhdfs"])
@@ -37,12 +34,8 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]
         uri = str(tmp_path / "root")
     elif kind == "s3":
         uri = request.getfixturevalue("s3_root")
-    else:
-        variable = REMOTE_ROOTS[kind]
-        base = os.environ.get(variable)
-        if not base:
-            pytest.skip(f"{variable} is not set")
-        uri = f"{base.rstrip('/')}/rollway-test-{uuid.uuid4().hex[:12]}"
+    else:  # a fresh root on the session's HDFS; hdfs_root also sets libhdfs's environment
+        uri = request.getfixturevalue(f"{kind}_root").uri
     store = open_storage(uri)
     try:
         yield store

@@ -65,10 +65,12 @@ def test_webhdfs_uris_open_without_connecting(uri: str, endpoint: str, root: str
 
 
 def test_hdfs_without_a_cluster_is_unavailable_and_says_why() -> None:
-    # Here libhdfs cannot load (no Hadoop install), or, with one, nothing listens
-    # on port 1: either way the store is unavailable, and the message says so.
+    # Opening parses only; the first operation finds libhdfs unloadable (no JVM
+    # set up) or nothing listening on port 1: either way the store is
+    # unavailable, and the message says so.
+    storage = open_storage("hdfs://127.0.0.1:1/models")
     with pytest.raises(Unavailable, match=r"hdfs://127\.0\.0\.1:1/models") as caught:
-        open_storage("hdfs://127.0.0.1:1/models")
+        storage.stat("m/1/saved_model.pb")
     assert caught.value.retriable
 
 
