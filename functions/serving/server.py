@@ -66,7 +66,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rollway ModelServer: {VERSION}\nTensorFlow Library: {tf.__version__}")
         return 0
     logs.configure(options.log_format, options.log_level)
-    _keep_signals_from_the_jvm()
     if options.assignments:  # imported only here: it registers its own metrics
         from functions.serving.core.assignments.source import AssignedModels
 
@@ -82,15 +81,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"rollway serve: error: model {spec.name}: {problem}", file=sys.stderr)
             return 2
     return _serve(options, specs, ServingMetrics())
-
-
-def _keep_signals_from_the_jvm() -> None:
-    """An hdfs:// store starts a JVM inside this process (libhdfs), and a JVM takes
-    SIGTERM and SIGINT over by default: the process would exit at once, without a
-    drain. ``-Xrs`` in LIBHDFS_OPTS (the JVM's options) leaves them to the server."""
-    options = os.environ.get("LIBHDFS_OPTS", "")
-    if "-Xrs" not in options.split():
-        os.environ["LIBHDFS_OPTS"] = f"{options} -Xrs".strip()
 
 
 def _model_specs(o: ServerOptions) -> tuple[ModelSpec, ...]:

@@ -102,6 +102,16 @@ def missing_setup(env: Mapping[str, str]) -> list[str]:
     return problems
 
 
+def _keep_signals_from_the_jvm() -> None:
+    """libhdfs starts a JVM inside this process, and a JVM takes SIGTERM and
+    SIGINT over by default: the process would exit at once, without its drain.
+    ``-Xrs`` in LIBHDFS_OPTS (the JVM's options, read when libhdfs first starts
+    it) leaves the signals to the process."""
+    options = os.environ.get("LIBHDFS_OPTS", "")
+    if "-Xrs" not in options.split():
+        os.environ["LIBHDFS_OPTS"] = f"{options} -Xrs".strip()
+
+
 def _connector(host: str, port: int, uri: str) -> Callable[[], Any]:
     def connect() -> Any:
         problems = missing_setup(os.environ)
@@ -111,6 +121,7 @@ def _connector(host: str, port: int, uri: str) -> Callable[[], Any]:
             )
         from pyarrow import fs as pafs
 
+        _keep_signals_from_the_jvm()
         ticket = os.environ.get("KRB5CCNAME", "").removeprefix("FILE:") or None
         try:
             return pafs.HadoopFileSystem(
