@@ -23,6 +23,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
+from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,9 @@ import grpc
 
 from functions.serving import flags, logs
 from functions.serving.api.health import ModelHealth
+from functions.serving.core.assignments.settings import AssignmentSettings
 from functions.serving.core.harness import LoadRetries
+from functions.serving.core.manager import Manager, local_versions
 from functions.serving.core.repository import CacheDir, RepositoryOptions, scheme_problem
 from functions.serving.core.serving_core import ServingCore
 from functions.serving.dataplane.plane import DataPlane
@@ -39,7 +42,7 @@ from functions.serving.metrics import ServingMetrics
 from functions.serving.runtime.batching import BatchingOptions
 from functions.serving.runtime.loading import RuntimeOptions, load_servable
 from functions.serving.runtime.servable import Servable
-from loader.errors import ConfigError, RollwayError
+from loader.errors import ConfigError, FailedPrecondition, RollwayError
 from loader.model_config import ModelSpec, read_model_server_config, single_model_config
 
 if TYPE_CHECKING:
@@ -51,6 +54,36 @@ VERSION = "0.1.0"
 # TF Serving sets SetMaxMessageSize(kint32max); Python gRPC defaults to 4 MiB.
 MAX_MESSAGE_BYTES = 2**31 - 1
 SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+@dataclass
+class _Feed:
+    """Where the served versions come from: the config's base paths (the core,
+    with its file-system source) or the store's assignments (their source)."""
+
+    manager: Manager[Servable]
+    core: ServingCore[Servable] | None = None
+    assigned: AssignedModels | None = None
+
+    def start(self, specs: Sequence[ModelSpec]) -> None:
+        """Loads the first models; raises naming what failed."""
+        if self.assigned is not None:
+            self.assigned.start(self.manager)
+        elif self.core is not None:
+            self.core.start(specs)
+
+    def reload(self, specs: Sequence[ModelSpec]) -> None:
+        if self.core is None:
+            raise FailedPrecondition("the served models come from --assignments")
+        self.core.reload(specs)
+
+    def close(self) -> None:
+        if self.assigned is not None:
+            self.assigned.close()
+        if self.core is not None:
+            self.core.close()
+        else:
+            self.manager.close()
 
 
 class _Shutdown(Exception):
@@ -70,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from functions.serving.core.assignments.source import AssignedModels
 
         metrics = ServingMetrics()
-        return _serve(options, (), metrics, AssignedModels(options, metrics))
+        return _serve(options, (), metrics, AssignedModels(_assignment_settings(options), metrics))
     try:
         specs = _model_specs(options)
     except RollwayError as err:
@@ -81,6 +114,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"rollway serve: error: model {spec.name}: {problem}", file=sys.stderr)
             return 2
     return _serve(options, specs, ServingMetrics())
+
+
+def _assignment_settings(o: ServerOptions) -> AssignmentSettings:
+    return AssignmentSettings(
+        store=o.assignments,
+        models=tuple(m.strip() for m in o.models.split(",") if m.strip()),
+        pin_generation=o.pin_generation,
+        follow=o.follow,
+        follow_poll_seconds=o.follow_poll_seconds,
+        kafka_bootstrap_servers=o.kafka_bootstrap_servers,
+        topic=o.assignments_topic,
+        cache_dir=o.cache_dir,
+        timeout_seconds=o.assignment_timeout_seconds,
+    )
 
 
 def _model_specs(o: ServerOptions) -> tuple[ModelSpec, ...]:
@@ -164,6 +211,42 @@ def _grpc_server(o: ServerOptions) -> grpc.Server:
     )
 
 
+def _feed(
+    o: ServerOptions,
+    load: Any,
+    health: ModelHealth,
+    metrics: ServingMetrics,
+    assigned: AssignedModels | None,
+) -> _Feed:
+    """The manager, and the source that feeds it."""
+    retry = LoadRetries(o.max_num_load_retries, max(o.load_retry_interval_micros, 0) / 1e6)
+    if assigned is None:  # the file-system source, polling the config's base paths
+        core = ServingCore(
+            load=load,
+            retry=retry,
+            num_load_threads=o.num_load_threads,
+            allow_labels_for_unavailable=o.allow_version_labels_for_unavailable_models,
+            file_system_poll_wait_seconds=o.file_system_poll_wait_seconds,
+            on_change=health.refresh,
+            metrics=metrics,
+            repositories=RepositoryOptions(
+                cache=CacheDir(o.cache_dir), require_manifest=o.require_manifest
+            ),
+        )
+        feed = _Feed(core.manager, core=core)
+    else:  # the assignments source feeds the manager itself
+        manager: Manager[Servable] = Manager(
+            local_versions(load),
+            retry,
+            o.num_load_threads,
+            o.allow_version_labels_for_unavailable_models,
+            health.refresh,
+            metrics,
+        )
+        feed = _Feed(manager, assigned=assigned)
+    return feed
+
+
 def _serve(
     o: ServerOptions,
     specs: Sequence[ModelSpec],
@@ -181,34 +264,19 @@ def _serve(
     load = _load_function(o, batching, session_config, metrics)
     # plane is built below: it needs the core, whose changes refresh health.
     health = ModelHealth(lambda: plane.ready())  # noqa: PLW0108
-    core: ServingCore[Servable] = ServingCore(
-        load=load,
-        retry=LoadRetries(o.max_num_load_retries, max(o.load_retry_interval_micros, 0) / 1e6),
-        num_load_threads=o.num_load_threads,
-        allow_labels_for_unavailable=o.allow_version_labels_for_unavailable_models,
-        # Assigned versions come only from assignments: scan the cache per config change.
-        file_system_poll_wait_seconds=0 if assigned else o.file_system_poll_wait_seconds,
-        on_change=health.refresh,
-        metrics=metrics,
-        repositories=RepositoryOptions(
-            # Assigned versions are in that mode's own cache, verified as they were fetched.
-            cache=None if assigned else CacheDir(o.cache_dir),
-            require_manifest=o.require_manifest,
-            verify_local_manifests=assigned is None,
-        ),
-    )
+    feed = _feed(o, load, health, metrics, assigned)
     # With assignments, ready only once startup loaded every assigned version.
     plane = DataPlane(
-        core.manager,
+        feed.manager,
         check_method=o.enable_signature_method_name_check,
-        ready=lambda: core.manager.is_ready() and (not assigned or assigned.ready()),
+        ready=lambda: feed.manager.is_ready() and (not assigned or assigned.ready()),
     )
 
     server = _grpc_server(o)
     add_services(
         server,
         plane,
-        core.reload,
+        feed.reload,
         metrics,
         o.enable_serialization_as_tensor_content,
         reload_refusal=(
@@ -224,7 +292,7 @@ def _serve(
         addresses = _bind(server, o)
     except (RuntimeError, RollwayError) as err:
         log.error("Failed to start server. Error: %s", err)
-        core.close()
+        feed.close()
         return 1
     server.start()
     for address in addresses:
@@ -249,12 +317,12 @@ def _serve(
     signal.signal(signal.SIGINT, on_signal)
     try:
         rest = (
-            _start_models(core, specs, assigned, health, start_rest if o.rest_api_port else None)
+            _start_models(feed, specs, health, start_rest if o.rest_api_port and assigned else None)
             or rest
         )
         starting = False
     except _Shutdown:
-        return _shutdown(server, rest, core, health, 0, assigned)
+        return _shutdown(server, rest, feed, health, 0)
     except RollwayError as err:
         log.error("Failed to start server. Error: %s", err.message)
         if assigned is not None:
@@ -263,12 +331,12 @@ def _serve(
             assigned.close()
             logging.shutdown()
             os._exit(1)
-        return _shutdown(server, rest, core, health, 1)
-    if o.model_config_file:
-        core.watch_config_file(o.model_config_file, o.model_config_file_poll_wait_seconds)
-    log.info("serving models: %s", ", ".join(s.name for s in core.manager.specs()) or "(none)")
+        return _shutdown(server, rest, feed, health, 1)
+    if o.model_config_file and feed.core is not None:
+        feed.core.watch_config_file(o.model_config_file, o.model_config_file_poll_wait_seconds)
+    log.info("serving models: %s", ", ".join(s.name for s in feed.manager.specs()) or "(none)")
     stop.wait()
-    return _shutdown(server, rest, core, health, 0, assigned)
+    return _shutdown(server, rest, feed, health, 0)
 
 
 def _add_optional_services(server: grpc.Server, o: ServerOptions, health: ModelHealth) -> None:
@@ -282,17 +350,14 @@ def _add_optional_services(server: grpc.Server, o: ServerOptions, health: ModelH
 
 
 def _start_models(
-    core: ServingCore[Servable],
+    feed: _Feed,
     specs: Sequence[ModelSpec],
-    assigned: AssignedModels | None,
     health: ModelHealth,
     start_rest: Callable[[], Any] | None,
 ) -> Any:
-    """Loads the models; returns the REST server when it may start only now."""
-    if assigned is None:
-        core.start(specs)
-        return None
-    assigned.start(core)
+    """Loads the models; returns the REST server when it may start only now
+    (with assignments, REST starts once every assigned version is ready)."""
+    feed.start(specs)
     health.refresh()
     return start_rest() if start_rest is not None else None
 
@@ -372,20 +437,14 @@ def _start_rest(
     )
 
 
-def _shutdown(
-    server: grpc.Server,
-    rest: Any,
-    core: ServingCore[Servable],
-    health: ModelHealth,
-    code: int,
-    assigned: AssignedModels | None = None,
-) -> int:
+def _shutdown(server: grpc.Server, rest: Any, feed: _Feed, health: ModelHealth, code: int) -> int:
     health.drain()
-    if assigned is not None:
-        assigned.close()
+    if feed.assigned is not None:
+        feed.assigned.close()  # stops following first: no swap during the drain
+        feed.assigned = None
     if rest is not None:
         rest.close()
     server.stop(SHUTDOWN_GRACE_SECONDS).wait()
-    core.close()
+    feed.close()
     log.info("stopped")
     return code

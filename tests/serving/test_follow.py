@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from functions.serving.core.assignments import follow
-from functions.serving.flags import ServerOptions
+from functions.serving.core.assignments.settings import AssignmentSettings
 from functions.serving.metrics import ServingMetrics
 from loader.errors import LoadError
 from loader.schemas.rollway.v1.assignment_pb2 import AssignmentChanged
@@ -48,7 +48,7 @@ def gen(n: int, model: str = "m") -> AssignmentChanged:
 
 def follower(target: FakeTarget) -> follow.Follower:
     return follow.Follower(
-        target, ServerOptions(assignments="s3://b", follow="poll"), ServingMetrics()
+        target, AssignmentSettings(store="s3://b", follow="poll"), ServingMetrics()
     )
 
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from functions.serving.core import policy
@@ -35,10 +36,12 @@ from functions.serving.core.serving_map import ModelView, ServingMap
 from functions.serving.core.version_ref import VersionRef
 from functions.serving.metrics import ServingMetrics
 from loader.errors import (
+    Code,
     FailedPrecondition,
     LoadError,
     NotFound,
     RollwayError,
+    error_for_code,
 )
 from loader.model_config import ModelSpec
 from loader.policy import aspired_versions
@@ -68,7 +71,33 @@ class _Model(Generic[S]):
     versions: dict[int, _Version[S]] = field(default_factory=dict)
     aspired: frozenset[int] | None = None  # None until the source reported once
     labels: dict[str, int] = field(default_factory=dict)
+    # Labels a source asked for whose version is not AVAILABLE yet: each moves
+    # when its version becomes AVAILABLE (until then the label keeps its target).
+    pending_labels: dict[str, int] = field(default_factory=dict)
     configured: bool = True
+
+
+def local_versions(load: Callable[[VersionId, Path], S]) -> LoadFn[S]:
+    """A LoadFn for sources whose versions are already local directories (the
+    assignments source's verified cache)."""
+
+    def load_local(version_id: VersionId, ref: VersionRef) -> S:
+        if ref.path is None:
+            raise LoadError(f"{version_id} is not on local disk: {ref.location}")
+        return load(version_id, ref.path)
+
+    return load_local
+
+
+def settle_error(failures: Sequence[tuple[VersionId, RollwayError]]) -> RollwayError | None:
+    """What :meth:`Manager.wait_settled`'s failures mean to whoever waited (TF
+    Serving's ServerCore words it so); None when nothing failed."""
+    if not failures:
+        return None
+    details = "".join(f"{{{vid} due to error: {err.message}}}, " for vid, err in failures)
+    return error_for_code(
+        Code.UNKNOWN, f"{len(failures)} model version(s) did not become available: {{{details}}}"
+    )
 
 
 class Manager(Generic[S]):
@@ -116,6 +145,7 @@ class Manager(Generic[S]):
                 if name not in wanted and model.configured:
                     log.info("model %s left the config; unloading its versions", name)
                     model.configured, model.aspired, model.labels = False, frozenset(), {}
+                    model.pending_labels = {}
                     self._unload_unaspired(model)
             self._publish()
         return added
@@ -125,23 +155,42 @@ class Manager(Generic[S]):
             return [m.spec for m in self._models.values() if m.configured]
 
     def set_versions(self, name: str, found: Mapping[int, VersionRef]) -> None:
-        """The source's report: every version of ``name`` found on storage."""
+        """The file-system source's report: every version of ``name`` found on
+        storage; the model's version policy picks the aspired ones."""
         with self._cond:
             model = self._models.get(name)
             if model is None or not model.configured:
                 return
             aspired = aspired_versions(found, model.spec.policy)
+        self.set_aspired_versions(name, {v: found[v] for v in aspired})
+
+    def set_aspired_versions(
+        self,
+        name: str,
+        versions: Mapping[int, VersionRef],
+        labels: Mapping[str, int] | None = None,
+    ) -> None:
+        """A source's whole desired state of ``name`` (never a delta): exactly these
+        versions, and when ``labels`` is given, exactly these labels, each moved as
+        soon as its version is AVAILABLE. The transition policy loads the new
+        versions next to the old ones and unloads the old ones only once that
+        leaves the model serving, and no label points to them."""
+        with self._cond:
+            model = self._models.get(name)
+            if model is None or not model.configured:
+                return
             failed_fingerprints = {
                 v: r.fingerprint
-                for v in aspired
+                for v in versions
                 if (r := model.versions.get(v)) is not None
                 and r.state is VersionState.END and r.error is not None
             }  # fmt: skip
         # A local version's fingerprint walks its directory: do it outside the lock.
         changed = {
             v for v, fingerprint in failed_fingerprints.items()
-            if found[v].content_fingerprint() != fingerprint
+            if versions[v].content_fingerprint() != fingerprint
         }  # fmt: skip
+        aspired = frozenset(versions)
         with self._cond:
             if not model.configured or self._closed.is_set():
                 return
@@ -153,8 +202,12 @@ class Manager(Generic[S]):
                 if number in changed:
                     log.info("%s changed on storage since it failed; loading it again",
                              VersionId(name, number))  # fmt: skip
-                self._start_load(model, number, found[number])
+                self._start_load(model, number, versions[number])
             model.aspired = aspired
+            if labels is not None:
+                model.labels = {k: v for k, v in model.labels.items() if k in labels}
+                model.pending_labels = dict(labels)
+                self._move_labels(model)
             self._unload_unaspired(model)
             self._publish()
 
@@ -310,8 +363,17 @@ class Manager(Generic[S]):
                     fingerprint,
                 )
                 log.error("%s failed to load: %s", version_id, error.message)
+            self._move_labels(model)
             self._unload_unaspired(model)
             self._publish()
+
+    def _move_labels(self, model: _Model[S]) -> None:
+        """Applies the pending labels whose version is AVAILABLE."""
+        for label, number in list(model.pending_labels.items()):
+            record = model.versions.get(number)
+            if record is not None and record.state is VersionState.AVAILABLE:
+                model.labels[label] = number
+                del model.pending_labels[label]
 
     def _unload_unaspired(self, model: _Model[S]) -> None:
         """Carries out the policy's unloads (availability preserving; a version a

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Generic
 
 from functions.serving.core.harness import LoadRetries
-from functions.serving.core.manager import Manager, S
+from functions.serving.core.manager import Manager, S, settle_error
 from functions.serving.core.repository import RepositoryOptions, scheme_problem
 from functions.serving.core.source import FileSystemSource
 from functions.serving.core.version_ref import VersionRef
 from functions.serving.metrics import ServingMetrics
-from loader.errors import Code, InvalidArgument, RollwayError, error_for_code
+from loader.errors import InvalidArgument, RollwayError
 from loader.model_config import ModelSpec, read_model_server_config
 from loader.versions import VersionId
 
@@ -83,13 +83,8 @@ class ServingCore(Generic[S]):
         self.manager.set_models(specs)
         if self._poll_enabled:
             self._source.poll_once()
-        failures = self.manager.wait_settled(wait_for)
-        if failures:
-            details = "".join(f"{{{vid} due to error: {err.message}}}, " for vid, err in failures)
-            raise error_for_code(
-                Code.UNKNOWN,
-                f"{len(failures)} model version(s) did not become available: {{{details}}}",
-            )
+        if error := settle_error(self.manager.wait_settled(wait_for)):
+            raise error
         for spec in specs:
             self.manager.set_labels(spec.name, spec.labels)
 

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from functions.serving.flags import ServerOptions
+from functions.serving.core.assignments.settings import AssignmentSettings
 from functions.serving.metrics import ServingMetrics
 from loader import assignments, events
 from loader.errors import InvalidArgument, RollwayError
@@ -64,7 +64,9 @@ class _Pending:
 
 
 class Follower:
-    def __init__(self, target: Target, options: ServerOptions, metrics: ServingMetrics) -> None:
+    def __init__(
+        self, target: Target, options: AssignmentSettings, metrics: ServingMetrics
+    ) -> None:
         self._target = target
         self._failures = metrics.follow_failures
         self._options = options
@@ -163,7 +165,7 @@ class Follower:
 
     def _kafka(self) -> None:
         o = self._options
-        source = f"consuming {o.assignments_topic} from {o.kafka_bootstrap_servers}"
+        source = f"consuming {o.topic} from {o.kafka_bootstrap_servers}"
         while not self._stop.is_set():
             try:
                 self._consume(source)
@@ -187,9 +189,9 @@ class Follower:
             partitions: list[Any] = []
             while not self._stop.is_set():
                 if not partitions:
-                    found = consumer.partitions_for_topic(o.assignments_topic)
+                    found = consumer.partitions_for_topic(o.topic)
                     if found:
-                        partitions = [TopicPartition(o.assignments_topic, p) for p in sorted(found)]
+                        partitions = [TopicPartition(o.topic, p) for p in sorted(found)]
                         consumer.assign(partitions)
                         consumer.seek_to_beginning(*partitions)
                         self._recovered(source)
@@ -219,7 +221,7 @@ class Follower:
         self.offer(assignment)
 
 
-def start(target: Target, options: ServerOptions, metrics: ServingMetrics) -> Follower | None:
+def start(target: Target, options: AssignmentSettings, metrics: ServingMetrics) -> Follower | None:
     """Starts following as ``--follow`` says; None for ``none`` or a pinned generation."""
     if options.follow == "none":
         return None

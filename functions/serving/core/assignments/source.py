@@ -1,22 +1,19 @@
-"""Serving what a store's assignments say (``rollway serve --assignments STORE``).
+"""The assignments source: serving what a store's assignments say
+(``rollway serve --assignments STORE``).
 
-Startup (:meth:`AssignedModels.start`), bounded by ``--assignment_timeout_seconds``:
-read each model's assignment (the newest generation, or ``--pin_generation``),
-fetch every assigned version into ``<cache_dir>/<model>/<version>`` in parallel
-(``assigned_store``: verified against the manifests the assignment names), then
-start the core with one ``specific`` policy per model (exactly the assigned
-versions) and the assignment's labels. Ready means every assigned version is
-AVAILABLE. A failure names the model, version and cause.
+Like every source, it tells the manager each model's whole desired state: for
+each generation, ONE ``set_aspired_versions`` call with exactly the assigned
+versions (fetched and verified into ``<cache_dir>/<model>/<version>`` first:
+``store``) and the assignment's labels. The manager's transition policy does
+the rest in TF Serving's AvailabilityPreservingPolicy order: the new versions
+load next to the old ones, each label moves once its version is AVAILABLE, and
+the versions the generation dropped unload once nothing points to them.
 
-Versions come only from assignments: the core's file-system source scans the
-cache only when the config changes (never on a timer), and the cache holds only
-assigned versions (others are deleted), so nothing else can be loaded or dropped.
-
-:meth:`AssignedModels.swap` (called by ``follow``) moves a model to a newer
-generation without failing a request, in TF Serving's AvailabilityPreservingPolicy
-order: fetch the new versions, load them next to the old ones, move the labels,
-then unload the versions the generation dropped. If the new versions do not
-load, the previous generation's config is restored; it never stopped serving.
+Startup (:meth:`AssignedModels.start`) is bounded by ``--assignment_timeout_seconds``
+and fails naming the model, version and cause; ready means every assigned
+version is AVAILABLE. :meth:`AssignedModels.swap` (called by ``follow``) moves a
+model to a newer generation without failing a request; if the new versions do
+not load, the previous generation is aspired again (it never stopped serving).
 """
 
 from __future__ import annotations
@@ -24,10 +21,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 from functions.serving.core.assignments import follow
+from functions.serving.core.assignments.settings import AssignmentSettings
 from functions.serving.core.assignments.store import (
     Fetcher,
     check_assignment,
@@ -36,9 +33,9 @@ from functions.serving.core.assignments.store import (
     versions_of,
 )
 from functions.serving.core.lifecycle import VersionState
+from functions.serving.core.manager import Manager, settle_error
 from functions.serving.core.repository import CacheDir
-from functions.serving.core.serving_core import ServingCore
-from functions.serving.flags import ServerOptions
+from functions.serving.core.version_ref import VersionRef
 from functions.serving.metrics import ServingMetrics
 from loader.errors import (
     DeadlineExceeded,
@@ -48,13 +45,10 @@ from loader.errors import (
     error_for_code,
 )
 from loader.model_config import ModelSpec
-from loader.policy import VersionPolicy
 from loader.schemas.rollway.v1.assignment_pb2 import AssignmentChanged
 from loader.storage import Storage, open_storage
 
 log = logging.getLogger("rollway.serve")
-
-_NO_LABELS: Mapping[str, int] = {}
 
 
 class StartupTimeout(DeadlineExceeded):
@@ -62,18 +56,18 @@ class StartupTimeout(DeadlineExceeded):
 
 
 class AssignedModels:
-    def __init__(self, options: ServerOptions, metrics: ServingMetrics) -> None:
-        self.options = options
+    def __init__(self, settings: AssignmentSettings, metrics: ServingMetrics) -> None:
+        self.settings = settings
         self._metrics = metrics
-        self._wanted = [m.strip() for m in options.models.split(",") if m.strip()]
-        self._timeout = options.assignment_timeout_seconds
-        self._cache = CacheDir(options.cache_dir)
+        self._wanted = list(settings.models)
+        self._timeout = settings.timeout_seconds
+        self._cache = CacheDir(settings.cache_dir)
         self.cache = self._cache.path
         self._fetcher: Fetcher | None = None
-        self._core: ServingCore[Any] | None = None
+        self._manager: Manager[Any] | None = None
         self._served: dict[str, AssignmentChanged] = {}
         self._ready = threading.Event()
-        self._doing = f"opening {options.assignments}"  # for the startup timeout message
+        self._doing = f"opening {settings.store}"  # for the startup timeout message
         self._lock = threading.Lock()  # one swap at a time
         self._follower: follow.Follower | None = None
 
@@ -94,13 +88,13 @@ class AssignedModels:
         served = self._served.get(model)
         return served.generation if served is not None else 0
 
-    def _started(self) -> tuple[Fetcher, ServingCore[Any]]:
-        assert self._fetcher is not None and self._core is not None, "start() comes first"
-        return self._fetcher, self._core
+    def _started(self) -> tuple[Fetcher, Manager[Any]]:
+        assert self._fetcher is not None and self._manager is not None, "start() comes first"
+        return self._fetcher, self._manager
 
     # ------------------------------------------------------------------ startup
 
-    def start(self, core: ServingCore[Any]) -> None:
+    def start(self, manager: Manager[Any]) -> None:
         """Reads, fetches and loads every assigned version, then starts following.
 
         Raises RollwayError naming the model, version and cause, or StartupTimeout.
@@ -113,7 +107,7 @@ class AssignedModels:
 
         def run() -> None:
             try:
-                self._start(core, started)
+                self._start(manager, started)
             except BaseException as err:  # handed to the caller's thread
                 errors.append(err)
             finally:
@@ -123,22 +117,22 @@ class AssignedModels:
         if not done.wait(self._timeout):
             raise StartupTimeout(
                 f"the assigned versions were not ready within {self._timeout:g}s "
-                f"(--assignment_timeout_seconds): still {self._progress(core)}"
+                f"(--assignment_timeout_seconds): still {self._progress(manager)}"
             )
         if errors:
             if isinstance(errors[0], RollwayError):
                 raise errors[0]
             raise Internal(f"{type(errors[0]).__name__}: {errors[0]}") from errors[0]
         self._ready.set()
-        self._follower = follow.start(self, self.options, self._metrics)
+        self._follower = follow.start(self, self.settings, self._metrics)
 
-    def _start(self, core: ServingCore[Any], started: float) -> None:
-        self._core = core
-        store = open_storage(self.options.assignments)
+    def _start(self, manager: Manager[Any], started: float) -> None:
+        self._manager = manager
+        store = open_storage(self.settings.store)
         self._fetcher = fetcher = Fetcher(store, self.cache, self._metrics)
         self._doing = f"reading the assignments in {store.uri} (no answer yet)"
         try:
-            chosen = read_assignments(store, self._wanted, self.options.pin_generation)
+            chosen = read_assignments(store, self._wanted, self.settings.pin_generation)
         except RollwayError as err:
             raise error_for_code(
                 err.code, f"cannot read the assignments in {store.uri}: {err.message}"
@@ -151,46 +145,38 @@ class AssignedModels:
         results = fetcher.fetch(wanted)
         self._doing = "loading"
         self._served = dict(chosen)
-        core.start(self._specs())
+        manager.set_models(ModelSpec(model, str(self.cache / model)) for model in sorted(chosen))
+        for _, assignment in sorted(chosen.items()):
+            self._aspire(assignment)
+        if error := settle_error(manager.wait_settled(sorted(chosen))):
+            raise error
         for model, assignment in chosen.items():
             self._metrics.generation_in_force.labels(model).set(assignment.generation)
         self._metrics.cold_start_seconds.set(time.monotonic() - started)
         log_cold_start(store, results, chosen, time.monotonic() - started, self._metrics)
 
-    def _progress(self, core: ServingCore[Any]) -> str:
+    def _aspire(self, assignment: AssignmentChanged) -> None:
+        """The one call per generation: its versions (in the cache) and labels."""
+        model = assignment.model
+        versions = {
+            v: VersionRef.local(v, self.cache / model / str(v), has_manifest=True)
+            for v in versions_of(assignment)
+        }
+        self._started()[1].set_aspired_versions(model, versions, dict(assignment.labels))
+
+    def _progress(self, manager: Manager[Any]) -> str:
         if self._doing != "loading":
             fetching = self._fetcher.in_flight() if self._fetcher is not None else []
             return f"fetching {', '.join(fetching)}" if fetching else self._doing
         waiting = [
             f"{model}:{s.version} {s.state.name}"
             for model in sorted(self._served)
-            for s in core.manager.statuses(model)
+            for s in manager.statuses(model)
             if s.state is not VersionState.AVAILABLE
         ]
         return "loading " + (", ".join(waiting) or "the assigned versions")
 
     # ------------------------------------------------------------------- swap
-
-    def _specs(
-        self, model: str = "", versions: Iterable[int] = (), labels: Mapping[str, int] = _NO_LABELS
-    ) -> list[ModelSpec]:
-        """The config of the served generations, but ``model`` with these versions/labels."""
-        specs = []
-        for name, assignment in sorted(self._served.items()):
-            chosen = versions_of(assignment).keys() if name != model else versions
-            tags = dict(assignment.labels) if name != model else dict(labels)
-            base = str(self.cache / name)
-            specs.append(ModelSpec(name, base, VersionPolicy.specific(chosen), tags))
-        return specs
-
-    def _reload(self, model: str, versions: Iterable[int], labels: Mapping[str, int]) -> None:
-        """Reloads the config with ``model`` changed; waits for its versions to load."""
-        core = self._started()[1]
-        core.reload(self._specs(model, versions, labels))
-        failures = core.manager.wait_settled([model], self._timeout)
-        if failures:
-            details = "; ".join(f"{vid} due to error: {err.message}" for vid, err in failures)
-            raise error_for_code(failures[0][1].code, f"did not become available: {details}")
 
     def swap(self, new: AssignmentChanged) -> bool:
         """Makes ``new`` the generation in force of its model; False when it is not
@@ -213,13 +199,14 @@ class AssignedModels:
             added = sorted(after.keys() - before.keys())
             try:
                 results = fetcher.fetch([(model, v, after[v]) for v in added])
-                self._reload(model, before | after, old.labels)  # load next to the old ones
-                self._reload(model, before | after, new.labels)  # move the labels
+                self._aspire(new)
+                error = settle_error(self._started()[1].wait_settled([model], self._timeout))
+                if error is not None:
+                    raise error
             except RollwayError:
                 self._restore(old)
                 raise
             self._served[model] = new
-            self._reload(model, after, new.labels)  # unload what the generation dropped
             fetcher.prune(model, after)
         self._metrics.generation_in_force.labels(model).set(new.generation)
         seconds = time.monotonic() - started
@@ -239,12 +226,11 @@ class AssignedModels:
         return True
 
     def _restore(self, old: AssignmentChanged) -> None:
-        """Back to ``old`` after a failed swap: what was added unloads and leaves the
-        cache (so a retry fetches it again, and a changed copy is loaded again)."""
-        try:
-            self._reload(old.model, versions_of(old), old.labels)
-        except RollwayError as err:  # old's versions never unloaded; only labels could lag
-            log.error("restoring generation %d of %s: %s", old.generation, old.model, err.message)
+        """Back to ``old`` after a failed swap: its versions (which never unloaded)
+        and labels are aspired again; what was added unloads and leaves the cache
+        (so a retry fetches it again, and a changed copy is loaded again)."""
+        self._aspire(old)
+        self._started()[1].wait_settled([old.model], self._timeout)
         self._started()[0].prune(old.model, versions_of(old))
 
     def close(self) -> None:
