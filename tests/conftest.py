@@ -14,7 +14,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from functions.devstack.hdfs import HdfsCluster, HdfsDist, MissingPrerequisite, prepare
+from functions.devstack.hdfs import HdfsCluster
+from functions.devstack.hdfs_dist import HdfsDist, MissingPrerequisite, prepare
 from functions.devstack.seaweedfs import TEST_BUCKET, SeaweedFS
 from functions.serving.process import ServerProcess
 

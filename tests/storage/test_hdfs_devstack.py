@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from functions.devstack import hdfs as devstack
-from functions.devstack.hdfs import HdfsCluster, HdfsDist, MissingPrerequisite
+from functions.devstack import hdfs_dist as devstack
+from functions.devstack.hdfs import HdfsCluster
+from functions.devstack.hdfs_dist import HdfsDist, MissingPrerequisite
 from loader.storage import open_storage
 
 LOOPBACK_HEX = "0100007F"  # 127.0.0.1 as /proc/net/tcp writes it

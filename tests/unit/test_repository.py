@@ -11,18 +11,20 @@ from typing import Any
 import pytest
 
 from functions.serving.core import repository
-from functions.serving.core.repository import (
-    CacheDir,
-    RepositoryOptions,
+from functions.serving.core.listing import (
     Scan,
-    VersionRepository,
     cache_name,
     group_versions,
     listing_fingerprint,
     load_error,
     reported,
-    scheme_problem,
     wait_reason,
+)
+from functions.serving.core.repository import (
+    CacheDir,
+    RepositoryOptions,
+    VersionRepository,
+    scheme_problem,
 )
 from functions.serving.core.version_ref import VersionRef
 from loader.errors import Code, LoadError

@@ -1,7 +1,15 @@
-"""The file-system source: polls each model's base path for versions.
+"""Sources, and the file-system source that polls each model's base path.
+
+A source tells the manager what to serve, model by model, as TF Serving's
+sources do: each call states the model's whole aspired set (never a delta),
+through :class:`AspiredVersions` (``Manager.set_aspired_versions``), so a
+repeated or replayed call is harmless. Two sources exist: this one, and the
+assignments source (``core.assignments``), which sends each generation's
+versions and labels in one call.
 
 Like TF Serving's FileSystemStoragePathSource, every poll reports the whole
-set of versions found for each model to the manager. Base paths are read
+set of versions found for each model to the manager, whose version policy
+picks the aspired ones. Base paths are read
 through one ``VersionRepository`` per model (``repository.py``), so every
 scheme of the storage registry works: local paths, ``file://``, ``s3://``,
 ``hdfs://``, ``webhdfs://``; the repository decides which versions are
@@ -20,18 +28,31 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from functions.serving.core.lifecycle import VersionState
+from functions.serving.core.listing import Scan, reported
 from functions.serving.core.manager import Manager
-from functions.serving.core.repository import RepositoryOptions, Scan, VersionRepository, reported
+from functions.serving.core.repository import RepositoryOptions, VersionRepository
 from functions.serving.core.version_ref import VersionRef
 from loader.errors import Code, LoadError, RollwayError
 from loader.model_config import ModelSpec
 from loader.storage import redact
 
 log = logging.getLogger(__name__)
+
+
+class AspiredVersions(Protocol):
+    """Where a source sends a model's whole desired state (the manager)."""
+
+    def __call__(
+        self,
+        name: str,
+        versions: Mapping[int, VersionRef],
+        labels: Mapping[str, int] | None = None,
+    ) -> None: ...
 
 
 class FileSystemSource:

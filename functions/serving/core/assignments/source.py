@@ -35,6 +35,7 @@ from functions.serving.core.assignments.store import (
 from functions.serving.core.lifecycle import VersionState
 from functions.serving.core.manager import Manager, settle_error
 from functions.serving.core.repository import CacheDir
+from functions.serving.core.source import AspiredVersions
 from functions.serving.core.version_ref import VersionRef
 from functions.serving.metrics import ServingMetrics
 from loader.errors import (
@@ -162,7 +163,8 @@ class AssignedModels:
             v: VersionRef.local(v, self.cache / model / str(v), has_manifest=True)
             for v in versions_of(assignment)
         }
-        self._started()[1].set_aspired_versions(model, versions, dict(assignment.labels))
+        aspire: AspiredVersions = self._started()[1].set_aspired_versions
+        aspire(model, versions, dict(assignment.labels))
 
     def _progress(self, manager: Manager[Any]) -> str:
         if self._doing != "loading":
