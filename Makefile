@@ -31,8 +31,9 @@ PROTO_OUT := loader/schemas
 protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) protos/rollway/v1/*.proto
 
+# make demo DEMO_STORAGE=hdfs runs it on HDFS; unset, ROLLWAY_DEMO_STORAGE or s3 applies.
 demo: $(STAMP)
-	$(PY) -m functions.demo
+	$(PY) -m functions.demo $(if $(DEMO_STORAGE),--storage '$(DEMO_STORAGE)')
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check loader functions tests

@@ -42,7 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "up": (
         "functions.up_cmd",
-        "run S3, Kafka, the loader and a serving replica locally (127.0.0.1) until Ctrl-C",
+        "run S3 or HDFS, Kafka, the loader and a serving replica locally (127.0.0.1) until Ctrl-C",
     ),
     "rollout": (
         "functions.rollout_cmd",

@@ -2,7 +2,10 @@
 
 Steps (each bounded in time; any failure exits 1 naming the step and the log):
 
-1. start tansu (Kafka) and SeaweedFS (S3) with rollway's topics and bucket;
+1. start tansu (Kafka) with rollway's topics, and the store: SeaweedFS (S3) with
+   rollway's bucket, or with ``--storage hdfs`` (``make demo DEMO_STORAGE=hdfs``,
+   ``ROLLWAY_DEMO_STORAGE=hdfs``) a NameNode and a DataNode; which URIs each
+   part then uses is in ``functions.devstack.stack``;
 2. start ``rollway loader``;
 3. export demo SavedModel v1 (y = 3*x0 - 2*x1 + 0.5) and publish it with
    ``rollway publish`` (files, manifest last, then the ModelPublished event);
@@ -17,6 +20,7 @@ Steps (each bounded in time; any failure exits 1 naming the step and the log):
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -36,14 +40,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from rich.console import Console
 from rich.table import Table
 
+from functions.devstack.children import StackError, interrupt_on_signals
 from functions.devstack.stack import (
-    LANDING,
-    STORE,
-    AssignmentWatcher,
     LocalStack,
-    StackError,
-    interrupt_on_signals,
+    add_storage_flag,
+    check_storage_flag,
 )
+from functions.devstack.watch import AssignmentWatcher
 
 MODEL = "demo"
 WEIGHTS, BIAS = ((3.0,), (-2.0,)), 0.5  # v1
@@ -205,7 +208,7 @@ def publish(stack: LocalStack, steps: Steps, source: Path, version: int) -> None
     """``rollway publish`` (its main, in this process: TensorFlow is loaded already)."""
     from functions import publish_cmd
 
-    argv = [str(source), f"{LANDING}/{MODEL}", "--version", str(version),
+    argv = [str(source), f"{stack.landing}/{MODEL}", "--version", str(version),
             "--kafka-bootstrap-servers", stack.bootstrap, "--progress", "never"]  # fmt: skip
     steps.info(f"$ rollway publish {' '.join(argv)}")
     out, err = io.StringIO(), io.StringIO()
@@ -282,17 +285,28 @@ def rollout(stack: LocalStack, steps: Steps, watcher: AssignmentWatcher, v2: Pat
 
 
 def run(stack: LocalStack, steps: Steps) -> int:
-    with steps.step("Start Kafka (tansu) and S3 (SeaweedFS)"):
+    store = "HDFS (NameNode, DataNode)" if stack.storage == "hdfs" else "S3 (SeaweedFS)"
+    with steps.step(f"Start Kafka (tansu) and {store}"):
         stack.start_infra()
-        assert stack.s3 is not None and stack.kafka is not None
+        assert stack.kafka is not None
         stack.export_env()  # as a user would export them, for publish
         steps.info(f"tansu      {stack.bootstrap}  (pid {stack.kafka.process.pid})")
-        steps.info(f"SeaweedFS  S3 {stack.s3.endpoint_url}  (pid {stack.pids()['weed'][0]})")
+        pids = stack.pids()
+        if stack.s3 is not None:
+            steps.info(f"SeaweedFS  S3 {stack.s3.endpoint_url}  (pid {pids['weed'][0]})")
+        if stack.hdfs is not None:
+            steps.info(f"NameNode   {stack.hdfs.hdfs_uri('')}, WebHDFS http://127.0.0.1:"
+                       f"{stack.hdfs.http_port}  (pid {pids['namenode'][0]})")  # fmt: skip
+            steps.info(f"DataNode   one, Hadoop 2.7.3  (pid {pids['datanode'][0]})")
         steps.info("topics     model-publish, model-assignments, model-publish-dlq")
-        steps.info(f"bucket     rollway: {LANDING}/ (published), {STORE}/ (staged)")
+        where = "folders   " if stack.hdfs is not None else "bucket     rollway:"
+        steps.info(f"{where} {stack.landing}/ (published), {stack.store}/ (staged)")
     with steps.step("Start the loader"):
         stack.start_loader()
-        steps.info(f"rollway loader (pid {stack.pids()['loader'][0]}): {LANDING} -> {STORE}")
+        steps.info(f"rollway loader (pid {stack.pids()['loader'][0]}): "
+                   f"{' and '.join(stack.source_roots())} -> {stack.store}")  # fmt: skip
+        if stack.serving_store != stack.store:
+            steps.info(f"the replica will read the store as {stack.serving_store} (no JVM)")
         steps.info("the serving replica starts in step 4, once a version is assigned")
     watcher = AssignmentWatcher(stack.bootstrap)
     try:
@@ -319,7 +333,7 @@ def run(stack: LocalStack, steps: Steps) -> int:
     with steps.step("Stop everything by PID"):
         pids = stack.pids()
         for stopped in stack.stop():
-            steps.info(f"{stopped.name:<7} pid {stopped.pid:<8} exit code {stopped.exit_code}")
+            steps.info(f"{stopped.name:<8} pid {stopped.pid:<8} exit code {stopped.exit_code}")
         alive = [p for ps in pids.values() for p in ps if _alive(p)]
         if alive:
             raise DemoFailed(f"processes still running: {alive}")
@@ -347,13 +361,18 @@ def summary(steps: Steps, requests: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
+    add_storage_flag(parser)
+    args = parser.parse_args(argv)
+    check_storage_flag(parser, args)
     console = Console(highlight=False, soft_wrap=True)
     steps = Steps(console)
     workdir = Path(tempfile.mkdtemp(prefix="rollway-demo-"))
     interrupt_on_signals()
-    steps.say(f"rollway demo: the whole pipeline on 127.0.0.1 (logs in {workdir})", "bold")
+    steps.say(f"rollway demo: the whole pipeline on 127.0.0.1 with {args.storage} storage "
+              f"(logs in {workdir})", "bold")  # fmt: skip
     try:
-        with LocalStack(workdir) as stack:
+        with LocalStack(workdir, args.storage) as stack:
             requests = run(stack, steps)
     except KeyboardInterrupt:
         steps.say(f"interrupted: every process stopped; logs kept in {workdir}", "bold red")

@@ -1,8 +1,11 @@
-"""``rollway up [--workdir DIR]``: the local stack of ``make demo``, kept running.
+"""``rollway up [--workdir DIR] [--storage s3|hdfs]``: the local stack of ``make demo``,
+kept running.
 
-Starts SeaweedFS (S3), tansu (Kafka) and ``rollway loader`` on free 127.0.0.1
-ports (``functions.devstack.stack``), prints the endpoints, the environment to
-export and the exact ``rollway publish`` command, then waits. Ctrl-C (SIGINT) or
+Starts the store (SeaweedFS S3 by default; with ``--storage hdfs`` or
+``ROLLWAY_DEMO_STORAGE=hdfs``, a NameNode and a DataNode), tansu (Kafka) and
+``rollway loader`` on free 127.0.0.1 ports (``functions.devstack.stack``, which
+says which URIs each part uses), prints the endpoints, the environment to export
+and the exact ``rollway publish`` command, then waits. Ctrl-C (SIGINT) or
 SIGTERM stops every child by PID and exits 0.
 
 The serving replica (``rollway serve --follow=kafka``) cannot start empty, so a
@@ -11,7 +14,8 @@ assigned. Newer generations of the models it serves roll out in place, without
 failing a request; a model it does not serve yet restarts it (a short gap: the
 replica loads its models at startup only). Every PID is printed and kept in
 ``<workdir>/pids.json``. Without ``--workdir`` a temporary directory is used and
-deleted on a clean exit; with it, the logs and data stay.
+deleted on a clean exit; with it, the logs and data stay (on S3: HDFS starts
+empty at every run, see ``LocalStack._start_hdfs``).
 """
 
 from __future__ import annotations
@@ -27,15 +31,14 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from functions.devstack.children import StackError, interrupt_on_signals
 from functions.devstack.stack import (
-    LANDING,
-    STORE,
     TOPICS,
-    AssignmentWatcher,
     LocalStack,
-    StackError,
-    interrupt_on_signals,
+    add_storage_flag,
+    check_storage_flag,
 )
+from functions.devstack.watch import AssignmentWatcher
 from loader import assignments
 from loader.errors import RollwayError
 from loader.storage import open_storage
@@ -70,7 +73,7 @@ class ReplicaStarter:
         watcher = AssignmentWatcher(self.stack.bootstrap)
         try:
             # A reused --workdir keeps its store: serve what is assigned there already.
-            wanted, down_reported = set(assigned_models()), False
+            wanted, down_reported = set(assigned_models(self.stack.serving_store)), False
             while not self.stopping.is_set():
                 try:
                     new = watcher.poll()
@@ -113,37 +116,46 @@ class ReplicaStarter:
             f"REST http://127.0.0.1:{s.rest_port}; models {', '.join(sorted(models))}")  # fmt: skip
 
 
-def assigned_models() -> list[str]:
-    """The models with an assignment in the store (none if it cannot be read)."""
+def assigned_models(uri: str) -> list[str]:
+    """The models with an assignment in the store at ``uri`` (none if it cannot be read)."""
     try:
-        store = open_storage(STORE)
+        store = open_storage(uri)
         try:
             return assignments.list_models(store)
         finally:
             store.close()
     except RollwayError as err:
-        say(f"cannot list the assigned models in {STORE}: {err.message}")
+        say(f"cannot list the assigned models in {uri}: {err.message}")
         return []
 
 
 def print_endpoints(stack: LocalStack) -> None:
-    assert stack.s3 is not None and stack.loader is not None
+    assert stack.loader is not None
     env = stack.client_env()
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     (stack.workdir / "env.sh").write_text(f"export {exports}\n")
     rollway = rollway_command()
     pids = " ".join(f"{name}={','.join(map(str, p))}" for name, p in stack.pids().items())
-    say(f"  S3 (SeaweedFS)   {stack.s3.endpoint_url}  bucket rollway")
+    if stack.s3 is not None:
+        say(f"  S3 (SeaweedFS)   {stack.s3.endpoint_url}  bucket rollway")
+    if stack.hdfs is not None:
+        say(f"  HDFS (NameNode)  {stack.hdfs.hdfs_uri('')}  WebHDFS "
+            f"http://127.0.0.1:{stack.hdfs.http_port}  (Hadoop 2.7.3, one DataNode)")  # fmt: skip
     say(f"  Kafka (tansu)    {stack.bootstrap}  topics {', '.join(TOPICS)}")
-    say(f"  loader           pid {stack.loader.pid}: {LANDING}/<model> -> {STORE}")
+    sources = " and ".join(f"{root}/<model>" for root in stack.source_roots())
+    say(f"  loader           pid {stack.loader.pid}: {sources} -> {stack.store}")
     say(f"  serving replica  gRPC 127.0.0.1:{stack.grpc_port}, "
-        f"REST http://127.0.0.1:{stack.rest_port} (starts once a model is assigned)")  # fmt: skip
+        f"REST http://127.0.0.1:{stack.rest_port}, from {stack.serving_store} "
+        "(starts once a model is assigned)")  # fmt: skip
     say()
     say(f"Environment for clients (also in {stack.workdir / 'env.sh'}):")
     say(f"  export {exports}")
     say()
     say("Publish a SavedModel directory as the next version of MODEL:")
-    say(f"  {rollway} publish SAVED_MODEL_DIR {LANDING}/MODEL --next")
+    say(f"  {rollway} publish SAVED_MODEL_DIR {stack.landing}/MODEL --next")
+    if stack.landing_webhdfs:
+        say("or, with no JVM or Hadoop classpath (only ROLLWAY_KAFKA_BOOTSTRAP_SERVERS):")
+        say(f"  {rollway} publish SAVED_MODEL_DIR {stack.landing_webhdfs}/MODEL --next")
     say()
     say(f"pids: {pids} (every PID started is kept in {stack.workdir / 'pids.json'})")
     say("Ready. Ctrl-C stops everything.")
@@ -157,6 +169,8 @@ def watch(stack: LocalStack, starter: ReplicaStarter) -> str:
                 ("loader", stack.loader.proc if stack.loader else None),
                 ("tansu", stack.kafka.process if stack.kafka else None),
                 ("SeaweedFS", stack.s3.proc if stack.s3 else None),
+                ("the NameNode", stack.hdfs.namenode if stack.hdfs else None),
+                ("the DataNode", stack.hdfs.datanode if stack.hdfs else None),
             ):
                 if proc is not None and proc.poll() is not None:
                     return f"{name} (pid {proc.pid}) exited with {proc.returncode}"
@@ -168,20 +182,23 @@ def watch(stack: LocalStack, starter: ReplicaStarter) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="rollway up",
-        description="Run SeaweedFS (S3), tansu (Kafka), the loader and a serving replica "
-        "locally on 127.0.0.1 until Ctrl-C.",
+        description="Run a store (SeaweedFS S3, or HDFS), tansu (Kafka), the loader and a "
+        "serving replica locally on 127.0.0.1 until Ctrl-C.",
     )
     parser.add_argument(
         "--workdir", type=Path, help="logs, data and pids.json (default: a temporary "
         "directory, deleted on a clean exit)",
     )  # fmt: skip
+    add_storage_flag(parser)
     args = parser.parse_args(argv)
+    check_storage_flag(parser, args)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="rollway-up-"))
     logging.getLogger("kafka").setLevel(logging.CRITICAL)  # reconnect noise at shutdown
     interrupt_on_signals()
-    say(f"rollway up: starting on 127.0.0.1 (logs in {workdir.resolve()})")
+    say(f"rollway up: starting on 127.0.0.1 with {args.storage} storage "
+        f"(logs in {workdir.resolve()})")  # fmt: skip
     problem = ""
-    stack = LocalStack(workdir)
+    stack = LocalStack(workdir, args.storage)
     starter = ReplicaStarter(stack)
     try:
         with stack:

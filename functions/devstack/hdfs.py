@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -112,7 +113,9 @@ class HdfsCluster:
         assert self.dist is not None
         classpath = self.dist.server_classpath(conf)
         extra = DATANODE_JVM_OPTS if main == DATANODE else ()
-        return [str(self.dist.java), *SERVER_JVM_OPTS, *extra, "-cp", classpath, main, *args]
+        # Jetty unpacks its web apps under java.io.tmpdir: keep them in workdir.
+        tmp = f"-Djava.io.tmpdir={self.workdir / 'tmp'}"
+        return [str(self.dist.java), *SERVER_JVM_OPTS, *extra, tmp, "-cp", classpath, main, *args]
 
     def _spawn(self, name: str, conf: Path, main: str) -> subprocess.Popen[bytes]:
         with (self.workdir / f"{name}.log").open("ab") as log:
@@ -123,7 +126,11 @@ class HdfsCluster:
 
     def start(self, timeout: float = 120.0) -> HdfsCluster:
         self.dist = self.dist or prepare()
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        # Every start formats a new namespace, and a DataNode holding blocks of an
+        # older one refuses it ("Incompatible clusterIDs"): start from empty dirs.
+        for kept in ("name", "data", "tmp"):
+            shutil.rmtree(self.workdir / kept, ignore_errors=True)
+        (self.workdir / "tmp").mkdir(parents=True)
         conf = self._write_conf()
         try:
             # The DataNode's JVM starts while the namespace is formatted.

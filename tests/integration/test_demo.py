@@ -1,4 +1,4 @@
-"""`make demo` runs the whole pipeline (S3, Kafka, loader, publish, a following
+"""`make demo` runs the whole pipeline (S3 or HDFS, Kafka, loader, publish, a following
 replica, a rollout under load): run it exactly as `make demo` does, and keep it working."""
 
 from __future__ import annotations
@@ -15,10 +15,20 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.integration
 
 
-def test_demo_publishes_serves_and_rolls_out_without_failed_requests() -> None:
+@pytest.mark.parametrize("storage", ["s3", "hdfs"])
+def test_demo_publishes_serves_and_rolls_out_without_failed_requests(
+    storage: str, request: pytest.FixtureRequest
+) -> None:
+    """On S3 as `make demo` runs it; on HDFS as `make demo DEMO_STORAGE=hdfs` does,
+    through the variable the Makefile's default leaves to the environment."""
+    env = {k: v for k, v in os.environ.items() if k != "ROLLWAY_DEMO_STORAGE"}
+    if storage == "hdfs":
+        request.getfixturevalue("hdfs_dist")  # prepared, or skipped saying what is missing
+        env["ROLLWAY_DEMO_STORAGE"] = "hdfs"
     result = subprocess.run(
         [sys.executable, "-m", "functions.demo"],
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         timeout=240,
@@ -26,8 +36,13 @@ def test_demo_publishes_serves_and_rolls_out_without_failed_requests() -> None:
     )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
-    for started in ("tansu ", "SeaweedFS ", "rollway loader (pid", "rollway serve --follow=kafka"):
+    store = ("NameNode ", "DataNode ") if storage == "hdfs" else ("SeaweedFS ",)
+    for started in ("tansu ", *store, "rollway loader (pid", "rollway serve --follow=kafka"):
         assert started in out
+    assert f"with {storage} storage" in out
+    if storage == "hdfs":  # published through libhdfs, served through WebHDFS
+        assert re.search(r"published hdfs://127\.0\.0\.1:\d+/rollway/landing/demo/1: ", out)
+        assert re.search(r"read the store as webhdfs://127\.0\.0\.1:\d+/rollway/store ", out)
     assert "sent ModelPublished to topic 'model-publish'" in out
     # v1, y = 3*x0 - 2*x1 + 0.5, through TF Serving's gRPC API
     assert "model_spec: name=demo version=1 signature=serving_default" in out
@@ -40,7 +55,7 @@ def test_demo_publishes_serves_and_rolls_out_without_failed_requests() -> None:
     assert "demo OK" in out
     # Every child was stopped by PID, and none survives.
     pids = [int(p) for p in re.findall(r"\bpid (\d+)", out)]
-    assert len(set(pids)) >= 4
+    assert len(set(pids)) >= (5 if storage == "hdfs" else 4)
     assert not [pid for pid in pids if _alive(pid)]
 
 
