@@ -102,6 +102,9 @@ def missing_setup(env: Mapping[str, str]) -> list[str]:
     return problems
 
 
+LIST_ATTEMPTS = 5
+
+
 def _keep_signals_from_the_jvm() -> None:
     """libhdfs starts a JVM inside this process, and a JVM takes SIGTERM and
     SIGINT over by default: the process would exit at once, without its drain.
@@ -237,10 +240,17 @@ class HdfsStorage(Storage):
         if "/" in prefix:
             directory = posixpath.join(self.root, prefix.rsplit("/", 1)[0])
         selector = pafs.FileSelector(directory, recursive=True, allow_not_found=True)
-        try:
-            infos = self._fs.get_file_info(selector)
-        except OSError as err:
-            raise map_error(err, self.join(prefix)) from None
+        for attempt in range(LIST_ATTEMPTS):
+            try:
+                infos = self._fs.get_file_info(selector)
+                break
+            except OSError as err:
+                error = map_error(err, self.join(prefix))
+                # allow_not_found covers the listed directory only: a directory
+                # below it that vanishes mid-walk (another writer's temporary or
+                # lock directory) fails the walk, and listing again is right.
+                if not isinstance(error, NotFound) or attempt == LIST_ATTEMPTS - 1:
+                    raise error from None
         found = []
         for info in infos:
             key = posixpath.relpath(info.path, self.root)
