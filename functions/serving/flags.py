@@ -63,7 +63,7 @@ class ServerOptions:
     # REST
     rest_api_port: int = _flag(
         0,
-        "Port for TF Serving's HTTP/REST API (served by waitress); 0 disables it. Must differ from --port.",
+        "Port for TF Serving's HTTP/REST API (an ASGI app served by uvicorn); 0 disables it. Must differ from --port.",
     )
     rest_api_num_threads: int = _flag(4 * _CPUS, "Threads serving HTTP/REST requests.")
     rest_api_timeout_in_ms: int = _flag(
@@ -71,6 +71,10 @@ class ServerOptions:
     )
     rest_api_max_request_bytes: int = _flag(
         256 * 2**20, "rollway only: larger REST request bodies get 413."
+    )
+    rest_api_read_timeout_in_ms: int = _flag(
+        10000,
+        "rollway only: how long a REST client may take to send a request's head and whole body; a connection that trickles bytes slower is closed (408 once the head is in), so slow clients cannot hold the port.",
     )
     rest_api_enable_cors_support: bool = _flag(
         False,
@@ -247,6 +251,11 @@ class ServerOptions:
         600.0,
         "rollway only, with --assignments: bound on reading, fetching, verifying, loading and warming up every assigned version at startup (the server exits 1 past it, naming what was not ready); while following, on waiting for a newer generation's versions to load.",
     )
+    # rollway only: processes
+    workers: str = _flag(
+        "1",
+        "rollway only: serving processes sharing the gRPC and REST ports (SO_REUSEPORT); 'auto' = the CPUs this process may use. Above 1, a supervisor process runs the model sources and every worker loads every version (N copies of each model in memory).",
+    )
     # rollway only
     log_format: str = _flag("text", "rollway only: 'text' or 'json' (one JSON object per line).")
     log_level: str = _flag("INFO", "rollway only: DEBUG, INFO, WARNING or ERROR.")
@@ -367,7 +376,7 @@ def validate(options: ServerOptions) -> None:
     if o.rest_api_port and o.rest_api_port == o.port:
         raise UsageError("--rest_api_port cannot be same as --port.")
     for name in ("grpc_max_threads", "rest_api_num_threads", "rest_api_timeout_in_ms",
-                 "rest_api_max_request_bytes"):  # fmt: skip
+                 "rest_api_max_request_bytes", "rest_api_read_timeout_in_ms"):  # fmt: skip
         if getattr(o, name) < 1:
             raise UsageError(f"--{name} must be at least 1")
     for name in ("num_load_threads", "max_num_load_retries", "num_request_iterations_for_warmup",
@@ -382,6 +391,7 @@ def validate(options: ServerOptions) -> None:
     if not [t for t in o.saved_model_tags.split(",") if t]:
         raise UsageError("--saved_model_tags must name at least one tag")
     parse_channel_arguments(o.grpc_channel_arguments)
+    worker_count(o.workers)
     for f in _fields():
         if f.metadata["support"] != "later":
             continue
@@ -436,3 +446,16 @@ def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
         except ValueError:
             result.append((key, value))
     return result
+
+
+def worker_count(text: str) -> int:
+    """--workers: a positive number, or 'auto' (the CPUs this process may use)."""
+    if text.strip().lower() == "auto":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else _CPUS
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise UsageError(f"--workers must be a positive number or 'auto', got {text!r}")
+    return count
