@@ -444,3 +444,80 @@ def test_rank_above_the_limit_is_rejected(dtype: int) -> None:
     ok = _make(dtype, [1] * MAX_RANK)
     assert to_ndarray(ok, 'input "x"').ndim == MAX_RANK
     _invalid(_make(dtype, [1] * (MAX_RANK + 1)), "rank 33")
+
+
+@pytest.mark.parametrize("enum", [6, 4, 5, 17])
+@pytest.mark.parametrize("size", [1, 1000])
+def test_long_int_fields_are_range_checked_too(enum: int, size: int) -> None:
+    """Short and long fields take different conversions; both check the range."""
+    limits = np.iinfo(BY_ENUM[enum].numpy)
+    fits = [int(limits.min), int(limits.max)] * size
+    decoded = to_ndarray(_make(enum, [len(fits)], int_val=fits), WHAT)
+    assert decoded.dtype == BY_ENUM[enum].numpy and decoded.tolist() == fits
+    _invalid(_make(enum, [size + 1], int_val=[0] * size + [int(limits.max) + 1]), "does not fit")
+    _invalid(_make(enum, [size + 1], int_val=[int(limits.min) - 1] + [0] * size), "does not fit")
+
+
+@pytest.mark.parametrize("enum", [1, 2, 3, 9, 10, 22, 23, 8, 18])
+@pytest.mark.parametrize("size", [3, 5000])
+def test_long_typed_fields_round_trip(enum: int, size: int) -> None:
+    rng = np.random.default_rng(size)
+    dtype = BY_ENUM[enum].numpy
+    if dtype.kind == "c":
+        array = (rng.normal(size=size) + 1j * rng.normal(size=size)).astype(dtype)
+    elif dtype.kind == "b":
+        array = rng.integers(0, 2, size=size).astype(dtype)
+    else:
+        array = (rng.normal(size=size) * 1000).astype(dtype)
+    proto = from_ndarray(array.reshape(1, size), tensor_pb2.TensorProto())
+    assert not proto.tensor_content
+    assert np.array_equal(to_ndarray(proto, WHAT), array.reshape(1, size))
+    assert np.array_equal(tf.make_ndarray(proto), array.reshape(1, size))
+
+
+@pytest.mark.parametrize("enum", [1, 2, 8, 18])
+def test_packed_float_fields_build_the_same_message_as_extend(enum: int) -> None:
+    """Float fields are written as one packed record; the message is what
+    ``extend`` builds, for contiguous, strided and empty arrays alike."""
+    info = BY_ENUM[enum]
+    base = np.arange(200, dtype=np.float64).reshape(5, 40)
+    base = base + 1j * base if info.numpy.kind == "c" else base
+    for array in (
+        base.astype(info.numpy),
+        base.astype(info.numpy)[:, ::3],
+        np.zeros((0, 2), info.numpy),
+    ):
+        expected = tensor_pb2.TensorProto(dtype=enum)
+        for size in array.shape:
+            expected.tensor_shape.dim.add(size=size)
+        flat = array.reshape(-1)
+        if info.numpy.kind == "c":
+            getattr(expected, info.field).extend(
+                np.stack([flat.real, flat.imag], 1).ravel().tolist()
+            )
+        else:
+            getattr(expected, info.field).extend(flat.tolist())
+        got = from_ndarray(array, tensor_pb2.TensorProto())
+        assert got == expected
+        assert got.SerializeToString(deterministic=True) == expected.SerializeToString(
+            deterministic=True
+        )
+
+
+def test_packed_field_numbers_are_tensor_protos() -> None:
+    from functions.serving.codecs.tensors import _PACKED_FLOATS
+
+    fields = tensor_pb2.TensorProto.DESCRIPTOR.fields_by_name
+    for name, (number, _) in _PACKED_FLOATS.items():
+        assert fields[name].number == number
+
+
+def test_packed_float_output_into_a_response_map_entry() -> None:
+    from tensorflow_serving.apis import predict_pb2
+
+    response = predict_pb2.PredictResponse()
+    array = np.linspace(0, 1, 300, dtype=np.float32).reshape(3, 100)
+    from_ndarray(array, response.outputs["y"])
+    again = predict_pb2.PredictResponse.FromString(response.SerializeToString())
+    assert np.array_equal(to_ndarray(again.outputs["y"], WHAT), array)
+    assert len(again.outputs["y"].float_val) == 300

@@ -145,12 +145,21 @@ class BatchingOptions:
         )
 
 
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
+
+
 @dataclass(eq=False)
 class _Task:
+    """``done`` is held until the task has its outputs or error: the caller
+    blocks acquiring it (a bare lock costs less than an Event's Condition)."""
+
     inputs: Arrays
     rows: int
     enqueued: float = field(default_factory=time.monotonic)
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Lock = field(default_factory=_held_lock)
     outputs: Arrays | None = None
     error: RollwayError | None = None
 
@@ -194,12 +203,17 @@ class _Queue:
                 )
                 tasks.append(_Task(piece, size))
                 start += size
+            was_empty = not self._tasks
             self._tasks.extend(tasks)
             self._rows += rows
             if self._workers < o.num_batch_threads:
                 self._workers += 1
                 threading.Thread(target=self._work, name="rollway-batch", daemon=True).start()
-            self._cond.notify_all()
+            # Wake a worker only when it has something to do: a task for an idle
+            # one, or a full batch for one waiting out the timeout. Waking it on
+            # every request makes it fight the transport for the GIL.
+            if was_empty or self._rows >= o.execution_batch_size:
+                self._cond.notify()
             return tasks
 
     def _split_sizes(self, rows: int) -> list[int]:
@@ -253,6 +267,8 @@ class _Queue:
                 batch.append(task)
                 rows += task.rows
             self._rows -= rows
+            if self._tasks:
+                self._cond.notify()  # what is left is another worker's next batch
             now = time.monotonic()
             queuing = self._metrics.batching_queuing_latency.labels(BATCH_THREAD_POOL)
             for task in batch:
@@ -297,7 +313,7 @@ class _Queue:
                 task.error = InvalidArgument(f"batched run failed: {type(err).__name__}: {err}")
         finally:
             for task in batch:
-                task.done.set()
+                task.done.release()
 
     def _padded_size(self, rows: int) -> int:
         sizes = self._options.allowed_batch_sizes
@@ -338,7 +354,7 @@ class Batcher:
                 )
         tasks = queue.submit(dict(inputs), rows)
         for task in tasks:
-            task.done.wait()
+            task.done.acquire()
         for task in tasks:
             if task.error is not None:
                 raise task.error

@@ -102,8 +102,13 @@ class Servable:
 
     @staticmethod
     def check_input_names(signature: Signature, names: Iterable[str]) -> None:
-        """TF Serving's checks on input aliases, made before any tensor is decoded."""
-        sent, expected = set(names), set(signature.inputs)
+        """TF Serving's checks on input aliases, made once per request: before any
+        tensor is decoded when the wire format names them (gRPC), else on what
+        the decoder returned. Dtypes are :meth:`run`'s to check, by these names."""
+        sent = set(names)
+        if sent == signature.inputs.keys():
+            return
+        expected = set(signature.inputs)
         if len(sent) != len(expected):
             raise InvalidArgument(
                 f"input size does not match signature: {len(sent)}!={len(expected)} "
@@ -163,12 +168,14 @@ class Servable:
 
 
 def _check_dtypes(signature: Signature, inputs: Mapping[str, npt.NDArray[Any]]) -> None:
+    """Each input's dtype, by the names the caller checked (a name the signature
+    lacks is a caller's bug, not a request's error)."""
+    specs = signature.inputs
     for name, array in inputs.items():
-        spec = signature.inputs[name]
         got = tensors.dtype_enum(array.dtype)
-        if got != spec.dtype:
+        if got != specs[name].dtype:
             raise InvalidArgument(
-                f'input "{name}": expects dtype {tensors.dtype_name(spec.dtype)} but '
+                f'input "{name}": expects dtype {tensors.dtype_name(specs[name].dtype)} but '
                 f"{tensors.dtype_name(got)} was provided"
             )
 
