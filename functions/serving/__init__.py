@@ -3,8 +3,11 @@ whose imports point down only (import-linter contracts in pyproject.toml,
 checked by ``make test``):
 
     server.py    wiring only: flags -> sources -> manager -> data plane -> APIs
+    workers/     --workers N: the supervisor (runs the sources, loads nothing)
+                 and each worker's link to it; no TensorFlow, no transport
     api/         thin protocol adapters: tfserving/ (TF Serving's gRPC and REST),
                  health, the profiler, the error maps (grpc_errors, http_errors);
+                 the transports: grpc_server (grpc.aio), http_server (uvicorn);
                  room for v2/ (Open Inference Protocol) over the same data plane
     dataplane/   one DataPlane (predict, classify, regress, multi_inference,
                  metadata, status, ready) with protocol-neutral types; warmup
@@ -14,7 +17,4 @@ checked by ``make test``):
                  no transport
     core/        sources (file system, assignments), the manager; no TensorFlow
     metrics.py   the metrics registry the server creates and hands down
-
-Worker processes (several per port) go between ``server.py`` and the data
-plane: a supervisor runs the sources, each worker a manager and a data plane.
 """

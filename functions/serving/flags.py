@@ -48,7 +48,10 @@ class ServerOptions:
         "",
         "Comma-separated key=value gRPC server arguments, e.g. grpc.max_connection_age_ms=2000. Integer values are passed as integers. They override rollway's defaults, including the 2 GiB message size limits (grpc.max_receive_message_length, grpc.max_send_message_length).",
     )
-    grpc_max_threads: int = _flag(4 * _CPUS, "Maximum gRPC server threads handling requests.")
+    grpc_max_threads: int = _flag(
+        4 * _CPUS,
+        "Threads for the gRPC calls that run off the asyncio event loop: ModelService, the profiler, and inference with --enable_batching (then at least max_batch_size x num_batch_threads, up to 1024, since each request waiting for its batch holds one) or TFLite pools of several interpreters.",
+    )
     enable_grpc_healthcheck_service: bool = _flag(
         True,
         "Serve grpc.health.v1.Health, model-aware: SERVING only when every configured model has an AVAILABLE version. Unlike TF Serving (default false), on by default, for Kubernetes and Knative probes.",

@@ -11,17 +11,24 @@ TF's exponential buckets (10 * 1.8^i, 33 of them).
 With ``--enable_batching`` the BatchingSession's queueing histogram and run
 counter are exported as well. rollway adds ``:rollway:serving:model_version_state``,
 a gauge of each version's ModelVersionStatus.State number (TF Serving exports none).
+
+With ``--workers N`` every process records into prometheus-client's
+multiprocess files and a scrape of any worker sums them
+(:func:`enable_multiprocess_metrics`).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import prometheus_client.values
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 from loader.errors import RollwayError
 
@@ -35,6 +42,26 @@ LATENCY_BUCKETS_US = tuple(10 * 1.8**i for i in range(33))
 # 100 * 1.2^i us, 52 of them, ~1 s) and one count per batched TF call.
 QUEUING_BUCKETS_US = tuple(100 * 1.2**i for i in range(52))
 BATCH_THREAD_POOL = "batch_threads"  # TF Serving's name for its shared batch scheduler pool
+
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own variable
+
+
+def enable_multiprocess_metrics() -> str:
+    """--workers: every process's metrics go to files in a new directory, which
+    any worker's scrape sums (prometheus-client's multiprocess mode). Call
+    before the first metric exists; the workers inherit the directory through
+    the environment. Returns the directory (the caller deletes it at exit)."""
+    directory = tempfile.mkdtemp(prefix="rollway-metrics-")
+    os.environ[MULTIPROCESS_DIR] = directory
+    # The library picks its value class when it is imported, from this variable;
+    # this process imported it already, so it picks again.
+    prometheus_client.values.ValueClass = prometheus_client.values.get_value_class()  # type: ignore[no-untyped-call]
+    return directory
+
+
+def _multiprocess() -> bool:
+    return bool(os.environ.get(MULTIPROCESS_DIR))
 
 
 def microseconds(seconds: float) -> float:
@@ -89,28 +116,29 @@ class ServingMetrics:
         self.version_state = Gauge(
             ":rollway:serving:model_version_state",
             "ModelVersionStatus.State of each version (10 START ... 30 AVAILABLE ... 50 END).",
-            ["model_name", "version"], registry=r,
+            ["model_name", "version"], registry=r, multiprocess_mode="livemin",
         )  # fmt: skip
         # --assignments (core/assignments)
         self.generation_in_force = Gauge(
             ":rollway:serving:assignment_generation",
             "The assignment generation each model serves.", ["model_name"], registry=r,
+            multiprocess_mode="livemax",
         )  # fmt: skip
         self.cold_start_seconds = Gauge(
             ":rollway:serving:cold_start_seconds",
             "Seconds from reading the assignments to every assigned version AVAILABLE.",
-            registry=r,
+            registry=r, multiprocess_mode="livemax",
         )  # fmt: skip
         self.fetch_bytes = Gauge(
             ":rollway:serving:fetch_bytes",
             "Bytes fetched from the store by each version's last fetch "
             "(intact cached files not counted).",
-            ["model_name", "version"], registry=r,
+            ["model_name", "version"], registry=r, multiprocess_mode="livemax",
         )  # fmt: skip
         self.fetch_seconds = Gauge(
             ":rollway:serving:fetch_seconds",
             "Seconds fetching and verifying each version's files (last fetch).",
-            ["model_name", "version"], registry=r,
+            ["model_name", "version"], registry=r, multiprocess_mode="livemax",
         )  # fmt: skip
         self.follow_failures = Counter(
             ":rollway:serving:follow_failures",
@@ -154,8 +182,20 @@ class ServingMetrics:
         return self.registry.get_sample_value(name, labels)
 
     def render(self) -> bytes:
-        """The registry in TF Serving's Prometheus text format."""
-        return render(self.registry)
+        """The registry in TF Serving's Prometheus text format; with --workers,
+        every process's metrics: counters and histograms summed, a version's
+        state the lowest of any process, the supervisor's gauges as it sets them."""
+        if not _multiprocess():
+            return render(self.registry)
+        summed = CollectorRegistry()
+        multiprocess.MultiProcessCollector(summed)  # type: ignore[no-untyped-call]
+        return render(summed)
+
+    @staticmethod
+    def process_exited(pid: int) -> None:
+        """A worker exited: its gauges leave the sums (its counts stay)."""
+        if _multiprocess():
+            multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 def _number(value: float) -> str:

@@ -18,18 +18,19 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from concurrent import futures
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import grpc
 
 from functions.serving import flags, logs
+from functions.serving.api.grpc_server import GrpcServer, off_loop
 from functions.serving.api.health import ModelHealth
 from functions.serving.core.assignments.settings import AssignmentSettings
 from functions.serving.core.harness import LoadRetries
@@ -38,7 +39,7 @@ from functions.serving.core.repository import CacheDir, RepositoryOptions, schem
 from functions.serving.core.serving_core import ServingCore
 from functions.serving.dataplane.plane import DataPlane
 from functions.serving.flags import ServerOptions
-from functions.serving.metrics import ServingMetrics
+from functions.serving.metrics import ServingMetrics, enable_multiprocess_metrics
 from functions.serving.runtime.batching import BatchingOptions
 from functions.serving.runtime.loading import RuntimeOptions, load_servable
 from functions.serving.runtime.servable import Servable
@@ -46,7 +47,12 @@ from loader.errors import ConfigError, FailedPrecondition, RollwayError
 from loader.model_config import ModelSpec, read_model_server_config, single_model_config
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
     from functions.serving.core.assignments.source import AssignedModels
+    from functions.serving.workers.link import SupervisorLink
+
+S = TypeVar("S")
 
 log = logging.getLogger("rollway.serve")
 
@@ -57,13 +63,15 @@ SHUTDOWN_GRACE_SECONDS = 10.0
 
 
 @dataclass
-class _Feed:
+class _Feed(Generic[S]):
     """Where the served versions come from: the config's base paths (the core,
-    with its file-system source) or the store's assignments (their source)."""
+    with its file-system source), the store's assignments (their source), or,
+    in a worker, the supervisor (its link)."""
 
-    manager: Manager[Servable]
-    core: ServingCore[Servable] | None = None
+    manager: Manager[S]
+    core: ServingCore[S] | None = None
     assigned: AssignedModels | None = None
+    link: SupervisorLink | None = None
 
     def start(self, specs: Sequence[ModelSpec]) -> None:
         """Loads the first models; raises naming what failed."""
@@ -73,6 +81,9 @@ class _Feed:
             self.core.start(specs)
 
     def reload(self, specs: Sequence[ModelSpec]) -> None:
+        if self.link is not None:
+            self.link.reload(specs)
+            return
         if self.core is None:
             raise FailedPrecondition("the served models come from --assignments")
         self.core.reload(specs)
@@ -80,6 +91,8 @@ class _Feed:
     def close(self) -> None:
         if self.assigned is not None:
             self.assigned.close()
+        if self.link is not None:
+            self.link.close()
         if self.core is not None:
             self.core.close()
         else:
@@ -88,6 +101,27 @@ class _Feed:
 
 class _Shutdown(Exception):
     """Raised by the signal handler while startup is still loading models."""
+
+
+class _Stop:
+    """SIGTERM and SIGINT set :attr:`event`; while :attr:`starting`, the handler
+    also raises :class:`_Shutdown` in the main thread, interrupting the loads."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.starting = True
+
+    def install(self, sigint: bool = True) -> None:
+        """``sigint=False`` in a worker: the supervisor decides when it drains."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        if sigint:
+            signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("received %s; shutting down", signal.Signals(signum).name)
+        self.event.set()
+        if self.starting:
+            raise _Shutdown
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,11 +133,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rollway ModelServer: {VERSION}\nTensorFlow Library: {tf.__version__}")
         return 0
     logs.configure(options.log_format, options.log_level)
+    workers = flags.worker_count(options.workers)
+    if workers > 1:  # before any metric exists: the workers' metrics are summed
+        metrics_dir = enable_multiprocess_metrics()
+        try:
+            return _main(options, functools.partial(_supervise, workers=workers))
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return _main(options, _serve)
+
+
+def _main(options: ServerOptions, serve: Callable[..., int]) -> int:
     if options.assignments:  # imported only here: it registers its own metrics
         from functions.serving.core.assignments.source import AssignedModels
 
         metrics = ServingMetrics()
-        return _serve(options, (), metrics, AssignedModels(_assignment_settings(options), metrics))
+        return serve(options, (), metrics, AssignedModels(_assignment_settings(options), metrics))
     try:
         specs = _model_specs(options)
     except RollwayError as err:
@@ -113,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if problem := scheme_problem(spec.base_path):
             print(f"rollway serve: error: model {spec.name}: {problem}", file=sys.stderr)
             return 2
-    return _serve(options, specs, ServingMetrics())
+    return serve(options, specs, ServingMetrics())
 
 
 def _assignment_settings(o: ServerOptions) -> AssignmentSettings:
@@ -196,30 +241,58 @@ def _load_function(
     return warmed(load, warmup, metrics)
 
 
-def _grpc_server(o: ServerOptions) -> grpc.Server:
+# Bound on the executor when batching sizes it (threads start only as needed).
+MAX_BATCHING_THREADS = 1024
+
+
+def _grpc_server(
+    o: ServerOptions, reuse_port: bool, batching: BatchingOptions | None
+) -> GrpcServer:
+    """``reuse_port``: in a worker, which shares the port with the others; else a
+    port in use fails the bind (as TF Serving). With batching, every request
+    waiting for its batch holds an executor thread, so the executor can hold
+    the batches the batch threads take: at least max_batch_size x
+    num_batch_threads threads (--grpc_max_threads alone would cap a batch)."""
     channel_options: list[tuple[str, int | str]] = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", int(reuse_port)),
     ]
     channel_options += flags.parse_channel_arguments(o.grpc_channel_arguments)
-    return grpc.server(
-        futures.ThreadPoolExecutor(
-            max_workers=o.grpc_max_threads, thread_name_prefix="rollway-grpc"
-        ),
-        options=channel_options,
-    )
+    threads = o.grpc_max_threads
+    if batching is not None:
+        wanted = batching.max_batch_size * batching.num_batch_threads
+        threads = max(threads, min(MAX_BATCHING_THREADS, wanted))
+    return GrpcServer(channel_options, threads)
+
+
+def _inline_inference(o: ServerOptions) -> bool:
+    """Whether the gRPC handlers call the data plane on the event loop itself.
+
+    Inline is the fastest path (no thread hand-off; measured in the README's
+    performance section), but it runs one call at a time per process. The
+    runtimes that gain from concurrent calls get the executor instead: the
+    batcher (requests wait in its queue for others to join) and TFLite
+    interpreter pools of more than one interpreter."""
+    return not o.enable_batching and not (o.prefer_tflite_model and o.num_tflite_pools > 1)
 
 
 def _feed(
     o: ServerOptions,
-    load: Any,
-    health: ModelHealth,
+    load: Callable[[Any, Any], S],
+    on_change: Callable[[], None],
     metrics: ServingMetrics,
     assigned: AssignedModels | None,
-) -> _Feed:
+    link: SupervisorLink | None = None,
+) -> _Feed[S]:
     """The manager, and the source that feeds it."""
     retry = LoadRetries(o.max_num_load_retries, max(o.load_retry_interval_micros, 0) / 1e6)
+    if link is not None:  # a worker: the supervisor retries, and has checked the labels
+        manager: Manager[S] = Manager(
+            local_versions(load), LoadRetries(0, 0.0), o.num_load_threads, True, link.report,
+            metrics,
+        )  # fmt: skip
+        return _Feed(manager, link=link)
     if assigned is None:  # the file-system source, polling the config's base paths
         core = ServingCore(
             load=load,
@@ -227,24 +300,90 @@ def _feed(
             num_load_threads=o.num_load_threads,
             allow_labels_for_unavailable=o.allow_version_labels_for_unavailable_models,
             file_system_poll_wait_seconds=o.file_system_poll_wait_seconds,
-            on_change=health.refresh,
+            on_change=on_change,
             metrics=metrics,
             repositories=RepositoryOptions(
                 cache=CacheDir(o.cache_dir), require_manifest=o.require_manifest
             ),
         )
-        feed = _Feed(core.manager, core=core)
-    else:  # the assignments source feeds the manager itself
-        manager: Manager[Servable] = Manager(
-            local_versions(load),
-            retry,
-            o.num_load_threads,
-            o.allow_version_labels_for_unavailable_models,
-            health.refresh,
-            metrics,
-        )
-        feed = _Feed(manager, assigned=assigned)
-    return feed
+        return _Feed(core.manager, core=core)
+    # the assignments source feeds the manager itself
+    manager = Manager(
+        local_versions(load),
+        retry,
+        o.num_load_threads,
+        o.allow_version_labels_for_unavailable_models,
+        on_change,
+        metrics,
+    )
+    return _Feed(manager, assigned=assigned)
+
+
+def _supervise(
+    o: ServerOptions,
+    specs: Sequence[ModelSpec],
+    metrics: ServingMetrics,
+    assigned: AssignedModels | None = None,
+    *,
+    workers: int,
+) -> int:
+    """--workers N: the sources run here, against the fleet of workers."""
+    from functions.serving.workers.fleet import Fleet
+    from functions.serving.workers.supervisor import Workers
+
+    fleet = Fleet(workers)
+    feed = _feed(o, fleet.load, fleet.changed, metrics, assigned)
+    fleet.bind(feed.manager, lambda: not assigned or assigned.ready())
+
+    def startup_failed(why: str) -> None:
+        # As with assignments: the loads cannot be interrupted, and a worker that
+        # cannot start (a port in use, say) would fail again: exit now.
+        log.error("Failed to start server. Error: %s", why)
+        processes.stop(SHUTDOWN_GRACE_SECONDS)
+        logging.shutdown()
+        os._exit(1)
+
+    processes = Workers(
+        fleet, worker_main, o, feed.reload, on_exit=metrics.process_exited,
+        on_startup_failure=startup_failed,
+    )  # fmt: skip
+    stop = _Stop()
+    stop.install()
+    code = 0
+    try:
+        processes.start()
+        log.info("supervising %d workers", workers)
+        feed.start(specs)
+        fleet.wait_ready()  # every worker listening, with every version
+        stop.starting = False
+        processes.enable_restarts()
+        if o.model_config_file and feed.core is not None:
+            feed.core.watch_config_file(o.model_config_file, o.model_config_file_poll_wait_seconds)
+        log.info("serving models: %s", ", ".join(s.name for s in feed.manager.specs()) or "(none)")
+        stop.event.wait()
+    except _Shutdown:
+        pass
+    except RollwayError as err:
+        stop.starting = False
+        log.error("Failed to start server. Error: %s", err.message)
+        code = 1
+    if feed.assigned is not None:
+        feed.assigned.close()  # stops following first: no swap during the drain
+        feed.assigned = None
+    processes.stop(SHUTDOWN_GRACE_SECONDS + 5)
+    feed.close()
+    log.info("stopped")
+    return code
+
+
+def worker_main(options: ServerOptions, conn: Connection, index: int) -> None:
+    """A worker process (started by ``workers.supervisor``): serves what the
+    supervisor says on the shared ports."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to drain
+    logs.configure(options.log_format, options.log_level)
+    from functions.serving.workers.link import SupervisorLink
+
+    sys.exit(_serve(options, (), ServingMetrics(), link=SupervisorLink(conn, index)))
 
 
 def _serve(
@@ -252,41 +391,27 @@ def _serve(
     specs: Sequence[ModelSpec],
     metrics: ServingMetrics,
     assigned: AssignedModels | None = None,
+    link: SupervisorLink | None = None,
 ) -> int:
+    """One serving process: the whole server, or (``link``) one of --workers."""
     try:
         batching = _batching(o)
     except RollwayError as err:
         log.error("Failed to start server. Error: %s", err.message)
         return 1
     session_config = _configure_tensorflow(o)
-    from functions.serving.api.tfserving.grpc_api import add_services  # imports TensorFlow
-
     load = _load_function(o, batching, session_config, metrics)
     # plane is built below: it needs the core, whose changes refresh health.
     health = ModelHealth(lambda: plane.ready())  # noqa: PLW0108
-    feed = _feed(o, load, health, metrics, assigned)
-    # With assignments, ready only once startup loaded every assigned version.
-    plane = DataPlane(
-        feed.manager,
-        check_method=o.enable_signature_method_name_check,
-        ready=lambda: feed.manager.is_ready() and (not assigned or assigned.ready()),
-    )
-
-    server = _grpc_server(o)
-    add_services(
-        server,
-        plane,
-        feed.reload,
-        metrics,
-        o.enable_serialization_as_tensor_content,
-        reload_refusal=(
-            "the served models come from --assignments; change them with the store's "
-            "assignments (rollway label, pin, rollback), not HandleReloadConfigRequest"
-            if o.assignments
-            else ""
-        ),
-    )
+    feed: _Feed[Servable] = _feed(o, load, health.refresh, metrics, assigned, link)
+    plane = _plane(o, feed, assigned, link)
+    stop = _Stop()  # a signal, or a worker's supervisor gone
+    server = _grpc_server(o, reuse_port=link is not None, batching=batching)
+    _add_api_services(server, o, plane, feed, metrics)
     _add_optional_services(server, o, health)
+    if link is not None:
+        link.start(feed.manager, on_view=health.refresh, on_lost=stop.event.set)
+        link.wait_loaded()
     try:
         metrics_path = _metrics_path(o)
         addresses = _bind(server, o)
@@ -294,33 +419,24 @@ def _serve(
         log.error("Failed to start server. Error: %s", err)
         feed.close()
         return 1
-    server.start()
-    for address in addresses:
-        log.info("Running gRPC ModelServer at %s ...", address)
-    start_rest = functools.partial(_start_rest, o, plane, metrics, metrics_path)
-    rest = start_rest() if o.rest_api_port and not assigned else None
-    if metrics_path:
-        log.info(
-            "Prometheus metrics at http://%s:%d%s", o.bind_address, o.rest_api_port, metrics_path
+    start_rest = functools.partial(
+        _start_rest, o, plane, metrics, metrics_path, reuse_port=link is not None
+    )
+    try:
+        rest = _open_ports(
+            server, addresses, start_rest if o.rest_api_port and not assigned else None
         )
-
-    stop = threading.Event()
-    starting = True
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("received %s; shutting down", signal.Signals(signum).name)
-        stop.set()
-        if starting:
-            raise _Shutdown
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    except RollwayError:  # _start_rest logged it
+        return _shutdown(server, None, feed, health, 1)
+    if link is not None:
+        link.listening()
+    stop.install(sigint=link is None)
     try:
         rest = (
             _start_models(feed, specs, health, start_rest if o.rest_api_port and assigned else None)
             or rest
         )
-        starting = False
+        stop.starting = False
     except _Shutdown:
         return _shutdown(server, rest, feed, health, 0)
     except RollwayError as err:
@@ -335,22 +451,80 @@ def _serve(
     if o.model_config_file and feed.core is not None:
         feed.core.watch_config_file(o.model_config_file, o.model_config_file_poll_wait_seconds)
     log.info("serving models: %s", ", ".join(s.name for s in feed.manager.specs()) or "(none)")
-    stop.wait()
+    stop.event.wait()
     return _shutdown(server, rest, feed, health, 0)
 
 
-def _add_optional_services(server: grpc.Server, o: ServerOptions, health: ModelHealth) -> None:
+def _open_ports(
+    server: GrpcServer, addresses: Sequence[str], start_rest: Callable[[], Any] | None
+) -> Any:
+    """Starts the gRPC server on its bound ``addresses``, and REST (returned)."""
+    server.start()
+    for address in addresses:
+        log.info("Running gRPC ModelServer at %s ...", address)
+    return start_rest() if start_rest is not None else None
+
+
+def _plane(
+    o: ServerOptions,
+    feed: _Feed[Servable],
+    assigned: AssignedModels | None,
+    link: SupervisorLink | None,
+) -> DataPlane:
+    """With assignments, ready only once startup loaded every assigned version;
+    in a worker, the supervisor's view of the whole server says."""
+    if link is not None:
+        return DataPlane(
+            feed.manager,
+            check_method=o.enable_signature_method_name_check,
+            ready=link.ready,
+            statuses=link.statuses,
+        )
+    return DataPlane(
+        feed.manager,
+        check_method=o.enable_signature_method_name_check,
+        ready=lambda: feed.manager.is_ready() and (not assigned or assigned.ready()),
+    )
+
+
+def _add_api_services(
+    server: GrpcServer,
+    o: ServerOptions,
+    plane: DataPlane,
+    feed: _Feed[Servable],
+    metrics: ServingMetrics,
+) -> None:
+    """TF Serving's PredictionService and ModelService."""
+    from functions.serving.api.tfserving.grpc_api import add_services  # imports TensorFlow
+
+    add_services(
+        server.server,
+        plane,
+        feed.reload,
+        metrics,
+        off_loop(None if _inline_inference(o) else server.executor),
+        o.enable_serialization_as_tensor_content,
+        reload_refusal=(
+            "the served models come from --assignments; change them with the store's "
+            "assignments (rollway label, pin, rollback), not HandleReloadConfigRequest"
+            if o.assignments
+            else ""
+        ),
+    )
+
+
+def _add_optional_services(server: GrpcServer, o: ServerOptions, health: ModelHealth) -> None:
     """The services beside TF Serving's API, on the same ports: health, the profiler."""
     if o.enable_grpc_healthcheck_service:
         health.add_to(server)
     if o.enable_profiler:  # TensorFlow's ProfilerService, as TF Serving's server.cc adds it
         from functions.serving.api.profiler import add_profiler_service
 
-        add_profiler_service(server)
+        add_profiler_service(server.server)
 
 
 def _start_models(
-    feed: _Feed,
+    feed: _Feed[Servable],
     specs: Sequence[ModelSpec],
     health: ModelHealth,
     start_rest: Callable[[], Any] | None,
@@ -362,7 +536,7 @@ def _start_models(
     return start_rest() if start_rest is not None else None
 
 
-def _bind(server: grpc.Server, o: ServerOptions) -> list[str]:
+def _bind(server: GrpcServer, o: ServerOptions) -> list[str]:
     addresses = []
     if o.port:
         host = f"[{o.bind_address}]" if ":" in o.bind_address else o.bind_address
@@ -371,12 +545,7 @@ def _bind(server: grpc.Server, o: ServerOptions) -> list[str]:
         addresses.append(f"unix:{o.grpc_socket_path}")
     credentials = _server_credentials(o.ssl_config_file) if o.ssl_config_file else None
     for address in addresses:
-        bound = (
-            server.add_secure_port(address, credentials)
-            if credentials is not None
-            else server.add_insecure_port(address)
-        )
-        if bound == 0:
+        if server.add_port(address, credentials) == 0:
             raise RuntimeError(f"could not bind the gRPC server to {address}")
     return addresses
 
@@ -417,9 +586,16 @@ def _metrics_path(o: ServerOptions) -> str | None:
 
 
 def _start_rest(
-    o: ServerOptions, plane: DataPlane, metrics: ServingMetrics, metrics_path: str | None
+    o: ServerOptions,
+    plane: DataPlane,
+    metrics: ServingMetrics,
+    metrics_path: str | None,
+    reuse_port: bool = False,
 ) -> Any:
-    from functions.serving.api.tfserving.rest_api import RestApi, RestOptions, serve_rest
+    """TF Serving's REST routes on uvicorn; the server's ``close()`` drains it.
+    Raises ``BindError`` (a RollwayError) naming the address it cannot bind."""
+    from functions.serving.api.http_server import Dispatcher, HttpServerOptions, serve_http
+    from functions.serving.api.tfserving.rest_api import RestApi, RestOptions
 
     app = RestApi(
         plane,
@@ -432,19 +608,36 @@ def _start_rest(
         workers=o.rest_api_num_threads,
         metrics=metrics,
     )
-    return serve_rest(
-        app, o.bind_address, o.rest_api_port, o.rest_api_num_threads, o.rest_api_max_request_bytes
+    options = HttpServerOptions(
+        host=o.bind_address,
+        port=o.rest_api_port,
+        reuse_port=reuse_port,
+        read_timeout_seconds=o.rest_api_read_timeout_in_ms / 1000.0,
+        max_request_bytes=o.rest_api_max_request_bytes,
+        drain_seconds=SHUTDOWN_GRACE_SECONDS,
     )
+    try:
+        server = serve_http(Dispatcher(app), options)
+    except RollwayError as err:
+        app.close()
+        log.error("Failed to start server. Error: %s", err.message)
+        raise
+    if metrics_path:
+        log.info("Prometheus metrics at http://%s:%d%s", o.bind_address, o.rest_api_port,
+                 metrics_path)  # fmt: skip
+    return server
 
 
-def _shutdown(server: grpc.Server, rest: Any, feed: _Feed, health: ModelHealth, code: int) -> int:
+def _shutdown(
+    server: GrpcServer, rest: Any, feed: _Feed[Servable], health: ModelHealth, code: int
+) -> int:
     health.drain()
     if feed.assigned is not None:
         feed.assigned.close()  # stops following first: no swap during the drain
         feed.assigned = None
     if rest is not None:
         rest.close()
-    server.stop(SHUTDOWN_GRACE_SECONDS).wait()
+    server.stop(SHUTDOWN_GRACE_SECONDS)
     feed.close()
     log.info("stopped")
     return code

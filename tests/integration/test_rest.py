@@ -235,12 +235,13 @@ def test_timeout_gives_504(serve: ServerFactory, tmp_path: Path) -> None:
 
 
 def headers_of(method: str, url: str, body: bytes | None = None) -> tuple[int, dict[str, str]]:
+    """The status and headers, names in Title-Case (HTTP's are case-insensitive)."""
     request = urllib.request.Request(url, data=body, method=method)
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT) as reply:
-            return reply.status, dict(reply.headers.items())
+            return reply.status, {k.title(): v for k, v in reply.headers.items()}
     except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers.items())
+        return err.code, {k.title(): v for k, v in err.headers.items()}
 
 
 CORS = {

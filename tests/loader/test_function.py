@@ -51,7 +51,8 @@ SHARED_EVENTS = Path(__file__).resolve().parents[3] / "shared" / "events"
 FUNCTION_DIR = REPO / "functions" / "loader_function"
 # rollway's dependencies that only `rollway serve` needs: not in the function's image.
 SERVING_ONLY = {
-    "tensorflow-cpu", "ml-dtypes", "numpy", "grpcio", "grpcio-health-checking", "waitress", "rich",
+    "tensorflow-cpu", "ml-dtypes", "numpy", "grpcio", "grpcio-health-checking", "uvicorn",
+    "httptools", "rich",
 }  # fmt: skip
 OFFSETS = itertools.count(100)
 

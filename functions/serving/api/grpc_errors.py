@@ -24,17 +24,36 @@ def grpc_code(code: Code) -> grpc.StatusCode:
     return GRPC_CODES.get(code, grpc.StatusCode.UNKNOWN)
 
 
+def status_of(err: Exception, method: str) -> tuple[grpc.StatusCode, str]:
+    """A handler's exception as its gRPC status: RollwayError by its code, anything
+    else INTERNAL (and logged with its traceback: it is a bug)."""
+    if isinstance(err, RollwayError):
+        return grpc_code(err.code), err.message
+    log.exception("unexpected error in %s", method)
+    return grpc.StatusCode.INTERNAL, f"internal error: {type(err).__name__}: {err}"
+
+
 def rpc_errors(method: F) -> F:
-    """Turns RollwayError into its gRPC status; anything else is INTERNAL and logged."""
+    """For synchronous handlers: an exception becomes the RPC's status."""
 
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
         try:
             return method(self, request, context)
-        except RollwayError as err:
-            context.abort(grpc_code(err.code), err.message)
         except Exception as err:
-            log.exception("unexpected error in %s", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(err).__name__}: {err}")
+            context.abort(*status_of(err, method.__name__))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def async_rpc_errors(method: F) -> F:
+    """For ``async def`` handlers of a ``grpc.aio`` server: the same mapping."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await method(self, request, context)
+        except Exception as err:
+            await context.abort(*status_of(err, method.__name__))
 
     return wrapper  # type: ignore[return-value]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+from functions.serving.codecs import json_text
 from loader.errors import Code
 
 HTTP_CODES: dict[Code, int] = {
@@ -33,3 +34,8 @@ HTTP_CODES: dict[Code, int] = {
 
 def http_status(code: Code) -> int:
     return int(HTTP_CODES.get(code, HTTPStatus.INTERNAL_SERVER_ERROR))
+
+
+def error_body(message: str) -> bytes:
+    """The body of every HTTP error, TF Serving's ``{"error": "<message>"}``."""
+    return json_text.dumps({"error": message})

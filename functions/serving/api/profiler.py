@@ -263,7 +263,16 @@ class ProfilerService:
     def _profile(self, request: Any, opts: Any, context: grpc.ServicerContext) -> Any:
         duration_ms = opts.duration_ms or request.duration_ms
         log.info("profiling for %d ms (session %r)", duration_ms, request.session_id)
-        if not self._wait(None, opts.start_timestamp_ns, context):
+        # grpc.aio's context for synchronous handlers has no is_active(): a
+        # callback records the RPC's end (cancelled, past its deadline, or the
+        # server stopping) instead.
+        ended = threading.Event()
+        context.add_callback(ended.set)
+
+        def active() -> bool:
+            return not ended.is_set()
+
+        if not self._wait(None, opts.start_timestamp_ns, active):
             return ProfileResponse()  # the client is gone: nobody reads this answer
         try:
             self._tracer.start(tracer_levels(opts))
@@ -272,7 +281,7 @@ class ProfilerService:
         except Exception as err:
             raise Internal(getattr(err, "message", None) or str(err)) from err
         until_ns = self._clock_ns() + duration_ms * 1_000_000
-        if not self._wait(request.session_id, until_ns, context):
+        if not self._wait(request.session_id, until_ns, active):
             self._tracer.discard()
             return ProfileResponse()
         try:
@@ -293,7 +302,7 @@ class ProfilerService:
         log.info("profile written to %s (%d bytes)", path, len(xspace))
         return response
 
-    def _wait(self, session_id: str | None, until_ns: int, context: grpc.ServicerContext) -> bool:
+    def _wait(self, session_id: str | None, until_ns: int, active: Callable[[], bool]) -> bool:
         """Sleeps until ``until_ns`` (wall clock, as TensorFlow's) or until a
         Terminate of ``session_id``; False when the RPC ended first (cancelled,
         past its deadline, or the server stopping)."""
@@ -303,10 +312,10 @@ class ProfilerService:
                     if session_id in self._terminated:
                         self._terminated.discard(session_id)
                         return True
-            if not context.is_active():
+            if not active():
                 return False
             time.sleep(POLL_SECONDS)
-        return context.is_active()
+        return active()
 
     @rpc_errors
     def terminate(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -318,7 +327,7 @@ class ProfilerService:
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "unimplemented.")
 
 
-def add_profiler_service(server: grpc.Server) -> ProfilerService:
+def add_profiler_service(server: grpc.aio.Server) -> ProfilerService:
     """Serves ``tensorflow.ProfilerService`` on ``server`` (before it starts)."""
     service = ProfilerService()
     server.add_generic_rpc_handlers((service.handler(),))

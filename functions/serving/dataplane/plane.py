@@ -39,11 +39,15 @@ class DataPlane:
         *,
         check_method: bool = False,
         ready: Callable[[], bool] | None = None,
+        statuses: Callable[[str], list[VersionStatus]] | None = None,
     ) -> None:
-        """``check_method``: ``--enable_signature_method_name_check``."""
+        """``check_method``: ``--enable_signature_method_name_check``; ``ready`` and
+        ``statuses`` replace the manager's answers where the server is more
+        than this process (a worker of --workers answers for all of them)."""
         self._manager = manager
         self._check_method = check_method
         self._ready = ready or manager.is_ready
+        self._statuses = statuses or manager.statuses
 
     def _servable(self, selector: ModelSelector) -> Servable:
         return self._manager.resolve(selector.name, selector.version, selector.label)
@@ -97,7 +101,7 @@ class DataPlane:
         """GetModelStatus: every known version newest first, or the one asked for."""
         if not name:
             raise InvalidArgument("ModelSpec has no name specified.")
-        statuses = self._manager.statuses(name)
+        statuses = self._statuses(name)
         if version is not None:
             statuses = [s for s in statuses if s.version == version]
             if not statuses:

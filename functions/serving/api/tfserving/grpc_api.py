@@ -1,10 +1,16 @@
 """Thin gRPC adapters over the data plane: TF Serving's PredictionService and
-ModelService, with the stubs and messages of ``tensorflow-serving-api``."""
+ModelService, with the stubs and messages of ``tensorflow-serving-api``.
+
+PredictionService's handlers are ``async def`` for the ``grpc.aio`` server
+(``api/grpc_server.py``) and run the data plane through ``run``: inline on
+the loop, or on an executor when the runtime needs concurrent calls.
+ModelService's handlers stay synchronous (a reload waits for loads), so the
+server runs them on its executor."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import grpc
 from tensorflow_serving.apis import (
@@ -17,7 +23,7 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from functions.serving.api.grpc_errors import rpc_errors
+from functions.serving.api.grpc_errors import async_rpc_errors, rpc_errors
 from functions.serving.api.tfserving import responses
 from functions.serving.api.tfserving.requests import selector_from_proto, tasks_from_proto
 from functions.serving.codecs import tensors
@@ -31,20 +37,32 @@ GRPC = "GRPC"  # the request_latency "entrypoint" label
 
 # Replaces the served models' config (ModelService.HandleReloadConfigRequest).
 Reload = Callable[[Sequence[ModelSpec]], None]
+T = TypeVar("T")
+# How a handler runs a blocking data-plane call (grpc_server.off_loop).
+Run = Callable[[Callable[[], T]], Awaitable[T]]
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
     def __init__(
-        self, plane: DataPlane, metrics: ServingMetrics, tensor_content: bool = False
+        self,
+        plane: DataPlane,
+        metrics: ServingMetrics,
+        run: Run[Any],
+        tensor_content: bool = False,
     ) -> None:
         self._plane = plane
         self._metrics = metrics
+        self._run = run
         self._as_content = tensor_content
 
-    @rpc_errors
-    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
-        with self._metrics.request(request.model_spec.name, "Predict", GRPC):
-            return self._predict(request)
+    async def _timed(self, model: str, api: str, call: Callable[[], Any]) -> Any:
+        """One request: counted and timed once, whatever it raises."""
+        with self._metrics.request(model, api, GRPC):
+            return await self._run(call)
+
+    @async_rpc_errors
+    async def Predict(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        return await self._timed(request.model_spec.name, "Predict", lambda: self._predict(request))
 
     def _predict(self, request: Any) -> Any:
         inputs = request.inputs
@@ -60,34 +78,43 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
             tensors.from_ndarray(array, response.outputs[name], as_content=self._as_content)
         return response
 
-    @rpc_errors
-    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+    @async_rpc_errors
+    async def GetModelMetadata(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
         metadata = self._plane.metadata(selector_from_proto(request), request.metadata_field)
         return responses.metadata_response(metadata)
 
-    @rpc_errors
-    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
-        with self._metrics.request(request.model_spec.name, "Classify", GRPC):
-            served, result = self._plane.classify(selector_from_proto(request), request.input)
-            response = classification_pb2.ClassificationResponse()
-            responses.fill_classification(response.result, result)
-            responses.fill_spec(response.model_spec, served)
-            return response
+    @async_rpc_errors
+    async def Classify(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        return await self._timed(
+            request.model_spec.name, "Classify", lambda: self._classify(request)
+        )
 
-    @rpc_errors
-    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
-        with self._metrics.request(request.model_spec.name, "Regress", GRPC):
-            served, result = self._plane.regress(selector_from_proto(request), request.input)
-            response = regression_pb2.RegressionResponse()
-            responses.fill_regression(response.result, result)
-            responses.fill_spec(response.model_spec, served)
-            return response
+    def _classify(self, request: Any) -> Any:
+        served, result = self._plane.classify(selector_from_proto(request), request.input)
+        response = classification_pb2.ClassificationResponse()
+        responses.fill_classification(response.result, result)
+        responses.fill_spec(response.model_spec, served)
+        return response
 
-    @rpc_errors
-    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
+    @async_rpc_errors
+    async def Regress(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        return await self._timed(request.model_spec.name, "Regress", lambda: self._regress(request))
+
+    def _regress(self, request: Any) -> Any:
+        served, result = self._plane.regress(selector_from_proto(request), request.input)
+        response = regression_pb2.RegressionResponse()
+        responses.fill_regression(response.result, result)
+        responses.fill_spec(response.model_spec, served)
+        return response
+
+    @async_rpc_errors
+    async def MultiInference(
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> Any:
         model = request.tasks[0].model_spec.name if request.tasks else ""
-        with self._metrics.request(model, "MultiInference", GRPC):
-            return self._multi_inference(request)
+        return await self._timed(model, "MultiInference", lambda: self._multi_inference(request))
 
     def _multi_inference(self, request: Any) -> Any:
         tasks = tasks_from_proto(request)
@@ -135,15 +162,16 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
 
 
 def add_services(
-    server: grpc.Server,
+    server: grpc.aio.Server,
     plane: DataPlane,
     reload: Reload,
     metrics: ServingMetrics,
+    run: Run[Any],
     tensor_content: bool,
     reload_refusal: str = "",
 ) -> None:
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(plane, metrics, tensor_content), server
+        PredictionService(plane, metrics, run, tensor_content), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelService(plane, reload, reload_refusal), server

@@ -1,4 +1,4 @@
-"""TF Serving's REST API (``--rest_api_port``), as a WSGI app served by waitress.
+"""TF Serving's REST API (``--rest_api_port``), as an ASGI application.
 
 Routes, JSON formats and HTTP statuses are TF Serving's:
 
@@ -16,24 +16,36 @@ preflight ``OPTIONS`` on an API path answers 200 with them and no body.
 AVAILABLE version (TF Serving's status route answers 200 either way), for
 Kubernetes and Knative probes.
 
-Why waitress: a production WSGI server in pure Python with a fixed worker
-pool (``--rest_api_num_threads``), request body limits and no event loop to
-block; inference here is CPU-bound TensorFlow work, so threads are the right
-unit, and gRPC remains the fast path (see the benchmark).
+The GET routes are cheap and answer on the event loop. A POST's body is read
+as it streams: a Content-Length over ``--rest_api_max_request_bytes`` gets 413
+before any of it is read, a chunked body is cut with 413 at the limit. Then
+JSON parsing, TensorFlow and JSON encoding run on a pool of
+``--rest_api_num_threads`` threads, off the loop. At most
+``BACKLOG_PER_THREAD`` times that many requests are admitted (running or
+queued); more get 503 UNAVAILABLE at once, as TF Serving answers a full
+batching queue and Triton a full request queue, so load balancers retry
+elsewhere. ``--rest_api_timeout_in_ms`` counts from the end of the body: a
+request not answered by then gets 504, and one still queued never starts.
+
+The transport (uvicorn, timeouts for slow clients, drain) is
+``functions.serving.api.http_server``, which can mount another protocol's
+routes beside these on the same port.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from collections.abc import Callable, Iterable
+import threading
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf import json_format
 
-from functions.serving.api.http_errors import http_status
+from functions.serving.api.http_errors import error_body, http_status
+from functions.serving.api.http_server import Receive, Scope, Send
 from functions.serving.api.tfserving import responses
 from functions.serving.codecs import json_decode, json_encode, json_examples, json_text
 from functions.serving.dataplane.plane import DataPlane
@@ -43,7 +55,7 @@ from functions.serving.dataplane.types import (
     SignatureNotFound,
 )
 from functions.serving.metrics import CONTENT_TYPE, ServingMetrics
-from loader.errors import Code, DeadlineExceeded, InvalidArgument, RollwayError
+from loader.errors import Code, DeadlineExceeded, InvalidArgument, RollwayError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +65,10 @@ _ROUTE = re.compile(
     r"(?P<suffix>/metadata|:predict|:classify|:regress)?"
 )
 READY_PATH = "/v1/ready"
+# Admitted requests (running and queued) per --rest_api_num_threads thread.
+BACKLOG_PER_THREAD = 16  # 128 requests on 2 CPUs: more than a client pool or a proxy keeps open
 
-StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+Headers = list[tuple[bytes, bytes]]
 
 
 @dataclass(frozen=True)
@@ -66,16 +80,16 @@ class RestOptions:
     cors: bool = False
 
 
-CORS_HEADERS = [
-    ("Access-Control-Allow-Origin", "*"),
-    ("Access-Control-Allow-Methods", "POST, GET"),
-    ("Access-Control-Allow-Headers", "Content-Type"),
+CORS_HEADERS: Headers = [
+    (b"Access-Control-Allow-Origin", b"*"),
+    (b"Access-Control-Allow-Methods", b"POST, GET"),
+    (b"Access-Control-Allow-Headers", b"Content-Type"),
 ]
 
 
 class RestApi:
-    """The WSGI application. Each request runs on a worker pool so that
-    ``--rest_api_timeout_in_ms`` can answer 504 without waiting for TensorFlow."""
+    """The ASGI application (HTTP scopes only). Inference runs on its own
+    bounded thread pool; ``close()`` stops the pool."""
 
     def __init__(
         self, plane: DataPlane, options: RestOptions, workers: int, metrics: ServingMetrics
@@ -84,44 +98,43 @@ class RestApi:
         self._metrics = metrics
         self._options = options
         self._pool = futures.ThreadPoolExecutor(workers, thread_name_prefix="rollway-rest")
+        self._backlog = _Backlog(BACKLOG_PER_THREAD * workers, workers)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        method = environ.get("REQUEST_METHOD", "GET")
-        path = environ.get("PATH_INFO", "")
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"RestApi serves HTTP only, not {scope['type']}")
+        method: str = scope["method"]
+        path: str = scope["path"]
         cors = CORS_HEADERS if self._options.cors else []
         if cors and method == "OPTIONS" and (path == READY_PATH or _ROUTE.fullmatch(path)):
-            start_response("200 OK", [*cors, ("Content-Length", "0")])
-            return [b""]
+            await _respond(send, 200, cors, b"")
+            return
         if method == "GET" and path == self._options.metrics_path:
             text = self._metrics.render()
-            start_response(
-                "200 OK",
-                [("Content-Type", CONTENT_TYPE), ("Content-Length", str(len(text)))],
-            )
-            return [text]
+            await _respond(send, 200, [(b"Content-Type", CONTENT_TYPE.encode())], text)
+            return
         try:
-            status, body = self._dispatch(method, path, environ)
+            status, payload = await self._dispatch(method, path, scope, receive)
+        except _ClientGone:
+            return
         except _TooLarge as err:  # HTTP's own status; no canonical code says "too large"
-            status, body = 413, {"error": err.message}
+            status, payload = 413, error_body(err.message)
         except RollwayError as err:
-            status, body = http_status(err.code), {"error": err.message}
+            status, payload = http_status(err.code), error_body(err.message)
         except Exception as err:
             log.exception("unexpected error in %s %s", method, path)
-            status, body = 500, {"error": f"internal error: {type(err).__name__}: {err}"}
-        payload = json_text.dumps(body)
-        start_response(
-            f"{status} {_reason(status)}",
-            [*cors, ("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
-        )
-        return [payload]
+            status, payload = 500, error_body(f"internal error: {type(err).__name__}: {err}")
+        await _respond(send, status, [*cors, (b"Content-Type", b"application/json")], payload)
 
-    def _dispatch(self, method: str, path: str, environ: dict[str, Any]) -> tuple[int, Any]:
+    async def _dispatch(
+        self, method: str, path: str, scope: Scope, receive: Receive
+    ) -> tuple[int, bytes]:
         if path == READY_PATH and method == "GET":
             ready = self._plane.ready()
-            return (200 if ready else 503), {"ready": ready}
+            return (200 if ready else 503), json_text.dumps({"ready": ready})
         match = _ROUTE.fullmatch(path)
         suffix = match["suffix"] if match else None
         expected = "POST" if suffix and suffix.startswith(":") else "GET"
@@ -133,28 +146,45 @@ class RestApi:
             "label": match["label"],
         }
         if method == "GET":
-            return 200, self._get(suffix, selector_args)
-        body = json_text.parse_json(self._read_body(environ))
-        future = self._pool.submit(self._post, suffix or "", selector_args, body)
+            return 200, json_text.dumps(self._get(suffix, selector_args))
+        body = await self._read_body(scope, receive)
+        return 200, await self._infer(suffix or "", selector_args, body)
+
+    async def _infer(self, suffix: str, args: dict[str, Any], body: bytes) -> bytes:
+        """Runs the request on the pool, if admitted, within the timeout."""
+        if not self._backlog.admit():
+            raise Unavailable(
+                f"Too many REST requests in flight ({self._backlog.limit} running or queued "
+                f"for {self._backlog.threads} threads, --rest_api_num_threads); retry later"
+            )
+        future = self._pool.submit(self._post, suffix, args, body)
+        future.add_done_callback(self._backlog.release)  # also when cancelled unstarted
         try:
-            return 200, future.result(timeout=self._options.timeout_seconds)
-        except futures.TimeoutError as err:
+            return await asyncio.wait_for(
+                asyncio.wrap_future(future), timeout=self._options.timeout_seconds
+            )
+        except asyncio.TimeoutError as err:
+            future.cancel()  # still queued: never starts; running: TensorFlow cannot stop
             raise DeadlineExceeded(
                 f"Request timed out after {self._options.timeout_seconds * 1000:.0f} ms"
             ) from err
 
-    def _read_body(self, environ: dict[str, Any]) -> bytes:
-        try:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-        except ValueError as err:
-            raise InvalidArgument("Content-Length is not a number") from err
-        if length > self._options.max_request_bytes:
-            raise _TooLarge(
-                f"Request body of {length} bytes is larger than the "
-                f"{self._options.max_request_bytes}-byte limit (--rest_api_max_request_bytes)"
-            )
-        data: bytes = environ["wsgi.input"].read(length) if length else b""
-        return data
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self._options.max_request_bytes
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            raise _TooLarge(_too_large(f"{declared} bytes", limit))
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            body += message.get("body", b"")
+            if len(body) > limit:
+                raise _TooLarge(_too_large(f"more than {limit} bytes", limit))
+            more = message.get("more_body", False)
+        return bytes(body)
 
     def _get(self, suffix: str | None, args: dict[str, Any]) -> Any:
         if suffix == "/metadata":
@@ -167,9 +197,12 @@ class RestApi:
         statuses = self._plane.status(args["name"], args["version"])
         return _to_json(responses.status_response(statuses))
 
-    def _post(self, suffix: str, args: dict[str, Any], body: Any) -> Any:
+    def _post(self, suffix: str, args: dict[str, Any], raw: bytes) -> bytes:
+        """On a pool thread: JSON in, TensorFlow, JSON out (all CPU-bound)."""
+        body = json_text.parse_json(raw)
         with self._metrics.request(args["name"], suffix[1:], "REST"):
-            return self._run(suffix, args, body)
+            result = self._run(suffix, args, body)
+        return json_text.dumps(result)
 
     def _run(self, suffix: str, args: dict[str, Any], body: Any) -> Any:
         if suffix == ":predict":
@@ -203,33 +236,49 @@ def _to_json(message: Any) -> Any:
     )
 
 
-def _reason(status: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Client Closed Request" if status == 499 else "Error"
+class _ClientGone(Exception):
+    """The client disconnected (or timed out) before its body was in."""
 
 
-def serve_rest(app: RestApi, host: str, port: int, threads: int, max_body: int) -> Any:
-    """Starts waitress on ``host:port`` in a daemon thread; returns the server
-    (``.close()`` stops it)."""
-    import threading
+class _Backlog:
+    """Counts admitted requests (running and queued on the pool) up to ``limit``."""
 
-    import waitress.server
+    def __init__(self, limit: int, threads: int) -> None:
+        self.limit = limit
+        self.threads = threads
+        self._admitted = 0
+        self._lock = threading.Lock()
 
-    server = waitress.server.create_server(
-        app,
-        host=host,
-        port=port,
-        threads=threads,
-        # Twice our own limit: bodies up to that get our JSON 413 from the app;
-        # waitress refuses anything larger itself (plain text) without buffering it.
-        max_request_body_size=2 * max_body,
-        ident="rollway",
-        clear_untrusted_proxy_headers=True,
+    def admit(self) -> bool:
+        with self._lock:
+            if self._admitted >= self.limit:
+                return False
+            self._admitted += 1
+            return True
+
+    def release(self, _: object = None) -> None:
+        with self._lock:
+            self._admitted -= 1
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError as err:
+                raise InvalidArgument("Content-Length is not a number") from err
+    return None
+
+
+def _too_large(size: str, limit: int) -> str:
+    return (
+        f"Request body of {size} is larger than the {limit}-byte limit "
+        "(--rest_api_max_request_bytes)"
     )
-    threading.Thread(target=server.run, name="rollway-rest", daemon=True).start()
-    log.info("Exporting HTTP/REST API at %s:%d ...", host, port)
-    return server
+
+
+async def _respond(send: Send, status: int, headers: Headers, payload: bytes) -> None:
+    headers = [*headers, (b"Content-Length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
