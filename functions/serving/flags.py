@@ -70,7 +70,8 @@ class ServerOptions:
     )
     rest_api_num_threads: int = _flag(4 * _CPUS, "Threads serving HTTP/REST requests.")
     rest_api_timeout_in_ms: int = _flag(
-        30000, "Timeout for HTTP/REST calls; a request still running then gets 504."
+        30000,
+        "Timeout for HTTP/REST calls; a request still running then gets 504 (with --inline_inference, when its call ends).",
     )
     rest_api_max_request_bytes: int = _flag(
         256 * 2**20, "rollway only: larger REST request bodies get 413."
@@ -255,6 +256,10 @@ class ServerOptions:
         "rollway only, with --assignments: bound on reading, fetching, verifying, loading and warming up every assigned version at startup (the server exits 1 past it, naming what was not ready); while following, on waiting for a newer generation's versions to load.",
     )
     # rollway only: processes
+    inline_inference: str = _flag(
+        "auto",
+        "rollway only: 'true' runs each gRPC and REST inference call on the server's event loop (fastest for short calls: no thread hand-off; one call at a time per process), 'false' on --grpc_max_threads / --rest_api_num_threads threads (a long call then does not delay the others' I/O, health checks included, and a REST call can be answered 504 while it runs). 'auto': inline, except with --enable_batching or TFLite pools of several interpreters, which need concurrent calls.",
+    )
     workers: str = _flag(
         "1",
         "rollway only: serving processes sharing the gRPC and REST ports (SO_REUSEPORT); 'auto' = the CPUs this process may use. Above 1, a supervisor process runs the model sources and every worker loads every version (N copies of each model in memory).",
@@ -395,6 +400,15 @@ def validate(options: ServerOptions) -> None:
         raise UsageError("--saved_model_tags must name at least one tag")
     parse_channel_arguments(o.grpc_channel_arguments)
     worker_count(o.workers)
+    if o.inline_inference not in ("auto", "true", "false"):
+        raise UsageError(
+            f"--inline_inference must be auto, true or false, got {o.inline_inference!r}"
+        )
+    if o.inline_inference == "true" and o.enable_batching:
+        raise UsageError(
+            "--inline_inference=true cannot be combined with --enable_batching: a batch "
+            "waits for concurrent requests, which inline calls never are"
+        )
     for f in _fields():
         if f.metadata["support"] != "later":
             continue

@@ -124,13 +124,15 @@ def gate_config(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def rest(serve_module: ServerFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """A server with one inference thread (so a backlog of 4), a 1.5 s read
-    timeout and a 100 kB body limit; yields its REST port."""
+    """A server with one inference thread (so a backlog of BACKLOG_PER_THREAD),
+    off the event loop (the gate model blocks its call), a 1.5 s read timeout
+    and a 100 kB body limit; yields its REST port."""
     config = gate_config(tmp_path_factory.mktemp("transport"))
     port = free_port()
     serve_module(
         [f"--model_config_file={config}", f"--rest_api_port={port}",
-         "--rest_api_num_threads=1", f"--rest_api_read_timeout_in_ms={READ_TIMEOUT_MS}",
+         "--rest_api_num_threads=1", "--inline_inference=false",
+         f"--rest_api_read_timeout_in_ms={READ_TIMEOUT_MS}",
          f"--rest_api_max_request_bytes={MAX_BYTES}"]
     )  # fmt: skip
     yield port
@@ -251,7 +253,8 @@ def test_a_full_backlog_gets_503(rest: int, tmp_path: Path) -> None:
 def test_sigterm_drains_a_request_in_flight(serve: ServerFactory, tmp_path: Path) -> None:
     config = gate_config(tmp_path)
     port = free_port()
-    server = serve([f"--model_config_file={config}", f"--rest_api_port={port}"])
+    server = serve([f"--model_config_file={config}", f"--rest_api_port={port}",
+                    "--inline_inference=false"])  # fmt: skip
     gate = tmp_path / "gate"
     with futures.ThreadPoolExecutor(1) as pool:
         reply = pool.submit(

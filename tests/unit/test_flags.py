@@ -15,6 +15,7 @@ from functions.serving.flags import (
     build_parser,
     parse_channel_arguments,
     parse_flags,
+    worker_count,
 )
 
 BASE = "--model_base_path=/models/m"
@@ -709,3 +710,33 @@ def test_parse_channel_arguments_errors(text: str) -> None:
 
 def test_usage_error_is_a_value_error() -> None:
     assert issubclass(UsageError, ValueError)
+
+
+# ----------------------------------------------------- processes and threads
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("1", 1), ("3", 3), ("auto", len(os.sched_getaffinity(0)))]
+)
+def test_workers(value: str, expected: int) -> None:
+    assert worker_count(_parse(BASE, f"--workers={value}").options.workers) == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "many", ""])
+def test_bad_workers(capsys: pytest.CaptureFixture[str], value: str) -> None:
+    assert "--workers must be a positive number or 'auto'" in _exit_2(
+        capsys, BASE, f"--workers={value}"
+    )
+
+
+@pytest.mark.parametrize("value", ["auto", "true", "false"])
+def test_inline_inference(value: str) -> None:
+    assert _parse(BASE, f"--inline_inference={value}").options.inline_inference == value
+
+
+def test_bad_inline_inference(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "--inline_inference must be auto, true or false" in _exit_2(
+        capsys, BASE, "--inline_inference=sometimes"
+    )
+    err = _exit_2(capsys, BASE, "--inline_inference=true", "--enable_batching")
+    assert "cannot be combined with --enable_batching" in err

@@ -38,6 +38,7 @@ import asyncio
 import logging
 import re
 import threading
+import time
 from concurrent import futures
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +79,9 @@ class RestOptions:
     check_method: bool = False
     metrics_path: str | None = None  # Prometheus scrape path, when enabled
     cors: bool = False
+    # Inference on the event loop itself (the server's rule, as for gRPC): no
+    # hand-off and no GIL contention with a pool; one call at a time.
+    inline: bool = False
 
 
 CORS_HEADERS: Headers = [
@@ -151,7 +155,9 @@ class RestApi:
         return 200, await self._infer(suffix or "", selector_args, body)
 
     async def _infer(self, suffix: str, args: dict[str, Any], body: bytes) -> bytes:
-        """Runs the request on the pool, if admitted, within the timeout."""
+        """Runs the request inline, or on the pool if admitted, within the timeout."""
+        if self._options.inline:
+            return self._infer_inline(suffix, args, body)
         if not self._backlog.admit():
             raise Unavailable(
                 f"Too many REST requests in flight ({self._backlog.limit} running or queued "
@@ -168,6 +174,19 @@ class RestApi:
             raise DeadlineExceeded(
                 f"Request timed out after {self._options.timeout_seconds * 1000:.0f} ms"
             ) from err
+
+    def _infer_inline(self, suffix: str, args: dict[str, Any], body: bytes) -> bytes:
+        """On the loop: the loop runs one call at a time, so the backlog is the
+        connections waiting for it. A call cannot be interrupted: the timeout
+        is checked when it ends, and one that overran answers 504 (its result
+        dropped, as a client that timed out would have)."""
+        started = time.monotonic()
+        result = self._post(suffix, args, body)
+        if time.monotonic() - started > self._options.timeout_seconds:
+            raise DeadlineExceeded(
+                f"Request timed out after {self._options.timeout_seconds * 1000:.0f} ms"
+            )
+        return result
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         limit = self._options.max_request_bytes
