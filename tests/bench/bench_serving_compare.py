@@ -14,6 +14,8 @@ Serving's ``half_plus_two`` SavedModel, one row ([[1.0]]) per request:
               REST v1 and gRPC Open Inference Protocol v2 ModelInfer
 ``rollway``   ``rollway serve``, one worker
 ``rollway2``  ``rollway serve --workers 2`` (a row "not available" if the server rejects it)
+``rollway_caller``, ``rollway2_caller``  the same with ``--tensorflow_inter_op_parallelism=-1``
+              (TensorFlow runs each call's ops in the calling thread: the small-model tuning)
 
 Load comes from h2load (gRPC) and wrk (REST) at 8 and 32 connections
 (``tests/bench/loadgen.py``), ``--seconds`` each. h2load cannot see
@@ -70,7 +72,12 @@ SERVERS: dict[str, str] = {
     "kserve": "KServe ModelServer",
     "rollway": "rollway serve, 1 worker",
     "rollway2": "rollway serve, 2 workers",
+    "rollway_caller": "rollway serve, 1 worker, --tensorflow_inter_op_parallelism=-1",
+    "rollway2_caller": "rollway serve, 2 workers, --tensorflow_inter_op_parallelism=-1",
 }
+# TensorFlow's "run the ops in the caller's thread" (ConfigProto's negative
+# inter-op parallelism): the tuning for small models (README, Performance).
+CALLER_THREAD = ("--tensorflow_inter_op_parallelism=-1",)
 
 
 # ------------------------------------------------------------ targets (pure)
@@ -107,20 +114,28 @@ def _ratio(a: Any, b: Any, key: str = "requests_per_second") -> float | None:
 
 
 def targets(rows: Mapping[str, Any]) -> list[Target]:
-    """The targets of rollway against KServe and the transport limit, at 32 connections."""
-    g = {name: load_at(rows, name, "grpc", 32) for name in ("rollway", "rollway2", "kserve", "aio")}
+    """The targets of rollway against KServe and the transport limit, at 32
+    connections: with the default flags, then the gRPC ones again with
+    --tensorflow_inter_op_parallelism=-1."""
+    names = ("rollway", "rollway2", "rollway_caller", "rollway2_caller", "kserve", "aio")
+    g = {name: load_at(rows, name, "grpc", 32) for name in names}
     rest = {name: load_at(rows, name, "rest", 32) for name in ("rollway", "kserve")}
     ks_grpc, ks_rest = g["kserve"], rest["kserve"]
-    return [
-        Target("1 worker gRPC@32 / KServe gRPC@32", _ratio(g["rollway"], ks_grpc), ">=", 2.5),
-        Target("2 workers gRPC@32 / KServe gRPC@32", _ratio(g["rollway2"], ks_grpc), ">=", 4.0),
-        Target("2 workers gRPC@32 / aio constant@32", _ratio(g["rollway2"], g["aio"]), ">=", 0.55),
+    found = [
         Target("1 worker REST@32 / KServe REST@32", _ratio(rest["rollway"], ks_rest), ">=", 2.0),
         Target(
             "1 worker REST@32 p99 / KServe REST@32 p99",
             _ratio(rest["rollway"], ks_rest, "p99_ms"), "<=", 1.0,
         ),
     ]  # fmt: skip
+    for suffix, tag in (("", ""), ("_caller", " (inter_op -1)")):
+        one, two = g["rollway" + suffix], g["rollway2" + suffix]
+        found[len(found) :] = [
+            Target(f"1 worker gRPC@32 / KServe gRPC@32{tag}", _ratio(one, ks_grpc), ">=", 2.5),
+            Target(f"2 workers gRPC@32 / KServe gRPC@32{tag}", _ratio(two, ks_grpc), ">=", 4.0),
+            Target(f"2 workers gRPC@32 / aio constant@32{tag}", _ratio(two, g["aio"]), ">=", 0.55),
+        ]
+    return found
 
 
 # ----------------------------------------------------------- markdown (pure)
@@ -427,7 +442,9 @@ def _bench_grpc_baseline(work: Path, seconds: float, module: str, argument: str)
     return row
 
 
-def bench_rollway(work: Path, seconds: float, workers: int) -> dict[str, Any]:
+def bench_rollway(
+    work: Path, seconds: float, workers: int, extra: Sequence[str] = ()
+) -> dict[str, Any]:
     from functions.serving.process import ServerProcess
 
     rest_port, request = free_port(), predict_request()
@@ -435,10 +452,11 @@ def bench_rollway(work: Path, seconds: float, workers: int) -> dict[str, Any]:
         f"--model_name={MODEL}",
         f"--model_base_path={MODEL_BASE}",
         f"--rest_api_port={rest_port}",
+        *extra,
     ]
     if workers > 1:
         flags.append(f"--workers={workers}")
-    server = ServerProcess(flags, work / f"rollway-{workers}.log")
+    server = ServerProcess(flags, work / f"rollway-{workers}-{len(extra)}.log")
     row: dict[str, Any] = {"flags": flags}
     server.start()
     try:
@@ -679,6 +697,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "kserve": lambda: bench_kserve(work, args.seconds, meta),
             "rollway": lambda: bench_rollway(work, args.seconds, 1),
             "rollway2": lambda: bench_rollway(work, args.seconds, 2),
+            "rollway_caller": lambda: bench_rollway(work, args.seconds, 1, CALLER_THREAD),
+            "rollway2_caller": lambda: bench_rollway(work, args.seconds, 2, CALLER_THREAD),
         }
         for key in only:
             print(f"[{SERVERS[key]}]", flush=True)

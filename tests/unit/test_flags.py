@@ -740,3 +740,14 @@ def test_bad_inline_inference(capsys: pytest.CaptureFixture[str]) -> None:
     )
     err = _exit_2(capsys, BASE, "--inline_inference=true", "--enable_batching")
     assert "cannot be combined with --enable_batching" in err
+
+
+def test_inter_op_parallelism_minus_one_is_the_callers_thread(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert (
+        _parse(BASE, "--tensorflow_inter_op_parallelism=-1").options.tensorflow_inter_op_parallelism
+        == -1
+    )
+    err = _exit_2(capsys, BASE, "--tensorflow_inter_op_parallelism=-2")
+    assert "must be -1 (the caller's thread) or more" in err
