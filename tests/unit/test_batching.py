@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -393,6 +394,31 @@ def test_padding_leaves_equal_shapes_alone_and_refuses_what_tf_refuses() -> None
     rank7 = (1, 1, 1, 1, 1, 1)
     with pytest.raises(InvalidArgument, match="rank from 1 to 6"):
         pad_to_common_shape([{"x": np.ones((1, *rank7))}, {"x": np.ones((1, 2, *rank7[1:]))}])
+
+
+def test_padding_is_bounded_by_what_the_batch_holds() -> None:
+    """[1, 10000, 1] and [1, 1, 10000] would pad to 800 MB from 80 KB."""
+    a = np.ones((1, 10_000, 1), np.float32)
+    b = np.ones((1, 1, 10_000), np.float32)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidArgument) as info:
+            pad_to_common_shape([{"x": a}, {"x": b}])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert info.value.message == (
+        'Padding input "x" of 2 batched tasks to inner shape [10000, 10000] needs 800000000 '
+        f"bytes, more than the {64 * 80_000 + 64 * 2**20}-byte limit (64 x their 80000 "
+        "unpadded bytes + 64 MiB)"
+    )
+    # 4.5M padded strings: 36 MB of pointers, but 65 bytes each once fed to TensorFlow.
+    tall, wide = np.full((1, 1500, 1), b"s", object), np.full((1, 1, 1500), b"s", object)
+    with pytest.raises(InvalidArgument, match='input "s"'):
+        pad_to_common_shape([{"s": tall}, {"s": wide}])
+    ok = pad_to_common_shape([{"x": np.ones((1, 100, 1))}, {"x": np.ones((1, 1, 100))}])
+    assert ok[0]["x"].shape == (1, 100, 100)
 
 
 def test_variable_length_requests_share_a_batch_when_padding_is_on() -> None:

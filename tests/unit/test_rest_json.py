@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import Any
 
 import numpy as np
 import pytest
 
+from functions.serving.codecs import json_tensor, tensors
 from functions.serving.codecs.json_decode import (
     JsonFormat,
     PredictBody,
     decode_inputs,
     parse_predict_body,
 )
-from functions.serving.codecs.json_text import dumps, parse_json
+from functions.serving.codecs.json_text import QUOTE_BYTES, clip, dumps, parse_json, value_to_string
 from functions.serving.codecs.specs import TensorSpec
 from loader.errors import Code, InvalidArgument, RollwayError, Unimplemented
 
@@ -447,3 +449,62 @@ def test_dumps_plain_values() -> None:
 def test_errors_are_rollway_errors() -> None:
     with pytest.raises(RollwayError):
         parse_json(b"nope")
+
+
+# ------------------------------------------------------ what errors quote of a body
+
+QUOTE_LIMIT = QUOTE_BYTES + len("...")
+
+
+def test_clip() -> None:
+    assert clip("short") == "short"
+    assert clip("x" * QUOTE_BYTES) == "x" * QUOTE_BYTES
+    assert clip("x" * (QUOTE_BYTES + 1)) == "x" * QUOTE_BYTES + "..."
+    cut = clip("\u00e9" * QUOTE_BYTES)  # two bytes each: cut between characters
+    assert cut == "\u00e9" * (QUOTE_BYTES // 2) + "..."
+    assert len(clip("\u20ac" * 10**6).encode()) <= QUOTE_LIMIT
+
+
+def test_value_to_string_quotes_a_huge_document_in_a_few_hundred_bytes() -> None:
+    doc = {"instances": [0.5] * 2_000_000, "inputs": 1}
+    started = time.monotonic()
+    text = value_to_string(doc)
+    assert time.monotonic() - started < 0.5  # only the quoted part is written
+    assert text.startswith('{\n    "instances": [\n        0.5,') and text.endswith("...")
+    assert len(text.encode()) <= QUOTE_LIMIT
+    assert value_to_string({"a": [1]}) == '{\n    "a": [\n        1\n    ]\n}'
+
+
+HUGE = 10_000_000  # bytes of request text in each error below
+
+
+@pytest.mark.parametrize(
+    ("body", "inputs", "fragment"),
+    [
+        ('{"instances": [1], "inputs": "' + "x" * HUGE + '"}', {"x": FLOAT}, "expecting only one of"),
+        ('{"signature_name": 1, "pad": "' + "x" * HUGE + '"}', {"x": FLOAT}, "must be a string value"),
+        ('{"inputs": "' + "x" * HUGE + '"}', {"x": FLOAT}, "is not of expected type: float"),
+        ('{"inputs": {"b64": "' + "!" * HUGE + '"}}', {"x": INT32}, "is not of expected type: int32"),
+        ('{"inputs": [{"b64": 1, "pad": "' + "x" * HUGE + '"}]}', {"x": STRING}, "not formatted correctly for base64"),
+        ('{"instances": [{"' + "k" * HUGE + '": 1}]}', {"x": FLOAT}, "does not have named input"),
+        ('{"instances": [{"x": "' + "x" * HUGE + '"}]}', {"x": STRING, "y": STRING}, "keys must be equal to"),
+        ('{"instances": [[1], [' + "1," * (HUGE // 2) + "1]]}", {"x": FLOAT}, "Expecting tensor size"),
+    ],
+)  # fmt: skip
+def test_errors_quote_at_most_a_few_hundred_bytes(
+    body: str, inputs: dict[str, int], fragment: str
+) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        decode(body, **inputs)
+    assert fragment in err.value.message
+    assert len(err.value.message.encode()) < 4 * QUOTE_LIMIT + 300
+
+
+def test_json_tensors_count_strings_at_their_real_cost(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tensors, "MAX_TENSOR_BYTES", 2 * tensors.STRING_ELEMENT_BYTES - 1)
+    with pytest.raises(InvalidArgument) as err:
+        json_tensor.array([b"", b""], [2], STRING, 'input "x"')
+    assert err.value.message == (
+        'input "x": shape [2] of string needs 130 bytes, more than the 129-byte limit for one tensor'
+    )
+    assert json_tensor.array([b""], [1], STRING).tolist() == [b""]

@@ -16,11 +16,17 @@ import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2
 
 from functions.serving.codecs.tensors import (
+    ALLOWANCE,
+    AMPLIFICATION,
     BY_ENUM,
     MAX_TENSOR_BYTES,
+    STRING_ELEMENT_BYTES,
+    Budget,
     dtype_name,
     from_ndarray,
     to_ndarray,
+    to_ndarrays,
+    wire_bytes,
 )
 from loader.errors import Code, InvalidArgument
 
@@ -521,3 +527,114 @@ def test_packed_float_output_into_a_response_map_entry() -> None:
     again = predict_pb2.PredictResponse.FromString(response.SerializeToString())
     assert np.array_equal(to_ndarray(again.outputs["y"], WHAT), array)
     assert len(again.outputs["y"].float_val) == 300
+
+
+# ------------------------------------------------- bounded memory per request
+
+
+@pytest.mark.parametrize(
+    "dims", [[2, 0, 2**62], [0, 2**62], [1, 0, 2**62], [0, 2**63 - 1], [2**40, 0, 2**40]]
+)
+def test_zero_size_shapes_with_huge_dimensions_are_refused(dims: list[int]) -> None:
+    """numpy cannot build them ("array is too big"); no model takes them."""
+    proto = _make(1, dims, float_val=[1.0])
+    tracemalloc.start()
+    try:
+        err = _invalid(proto, "has no elements", f"{MAX_TENSOR_BYTES}-byte limit", str(dims[-1]))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20
+    assert "DT_FLOAT" in err.message
+
+
+@pytest.mark.parametrize("dims", [[0], [0, 1000], [3, 0, 2**20], [0, 2**28]])
+def test_zero_size_shapes_of_sane_dimensions_decode(dims: list[int]) -> None:
+    decoded = to_ndarray(_make(1, dims, float_val=[1.0]), WHAT)
+    assert decoded.shape == tuple(dims) and decoded.size == 0
+
+
+def test_strings_count_at_their_real_cost_against_the_tensor_limit() -> None:
+    # 134217727 pointers are 1 GiB - 8, but TensorFlow's tstrings add 24 bytes each.
+    _invalid(_make(7, [134217727], string_val=[b""]), f"{MAX_TENSOR_BYTES}-byte limit")
+
+
+def _budget_error(proto: Any) -> InvalidArgument:
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        err = _invalid(
+            proto,
+            f"{AMPLIFICATION} x that + 64 MiB",
+            "-byte limit for a request whose values take ",
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - started < 1.0
+    assert peak < 1 << 20
+    return err
+
+
+def test_broadcasting_one_string_is_bounded_by_the_request_size() -> None:
+    err = _budget_error(_make(7, [2_000_000], string_val=[b""]))
+    assert "tensor_shape [2000000] of DT_STRING needs 130000000 bytes" in err.message
+    assert (
+        f"{ALLOWANCE + AMPLIFICATION * 2}-byte limit for a request whose values take 2 bytes"
+        in err.message
+    )
+
+
+def test_padding_strings_counts_each_copy() -> None:
+    """TensorFlow copies the padding value into every element's tstring."""
+    _budget_error(_make(7, [100_000], string_val=[b"x" * 1000]))
+    assert to_ndarray(_make(7, [100_000], string_val=[b"x" * 10]), WHAT).shape == (100_000,)
+
+
+def test_broadcasting_numbers_is_bounded_by_the_request_size() -> None:
+    elements = ALLOWANCE // 4 + AMPLIFICATION  # float_val: one value, at least 4 bytes
+    assert to_ndarray(_make(1, [elements], float_val=[1.0]), WHAT).shape == (elements,)
+    err = _budget_error(_make(1, [elements + 1], float_val=[1.0]))
+    assert f"needs {4 * (elements + 1)} bytes" in err.message
+    _budget_error(_make(9, [ALLOWANCE // 8 + 1], int64_val=[]))
+
+
+def test_values_spelled_out_always_fit_the_budget() -> None:
+    """The densest encodings (an empty string is 2 bytes on the wire, a small
+    int64 1) decode to well under AMPLIFICATION times their size."""
+    count = 2_000_000
+    strings = _make(7, [count], string_val=[b""] * count)
+    assert to_ndarray(strings, WHAT).shape == (count,)
+    ints = _make(9, [count * 2], int64_val=[0] * (count * 2))
+    assert to_ndarray(ints, WHAT).shape == (count * 2,)
+    assert wire_bytes(strings) <= strings.ByteSize() and wire_bytes(ints) <= ints.ByteSize()
+
+
+def test_tensor_content_needs_no_budget() -> None:
+    """It decodes to exactly its own bytes: nothing to amplify."""
+    content = np.zeros(ALLOWANCE // 4 + 1, np.float32).tobytes()
+    decoded = to_ndarray(_make(1, [ALLOWANCE // 4 + 1], tensor_content=content), WHAT)
+    assert decoded.nbytes == len(content)
+
+
+def test_a_request_shares_one_budget() -> None:
+    half = ALLOWANCE // 8 + 2**10  # two broadcast float tensors, each just over 32 MiB
+    protos = {"a": _make(1, [half], float_val=[1.0]), "b": _make(1, [half], float_val=[2.0])}
+    assert to_ndarray(protos["a"], 'input "a"').shape == (half,)
+    with pytest.raises(InvalidArgument) as info:
+        to_ndarrays(protos)
+    assert info.value.message.startswith('input "b": ')
+    assert f"besides the {4 * half} bytes decoded before it" in info.value.message
+    protos["b"] = _make(1, [2], float_val=[2.0])
+    decoded = to_ndarrays(protos)
+    assert decoded["a"].shape == (half,) and decoded["b"].tolist() == [2.0, 2.0]
+
+
+def test_budget_accumulates() -> None:
+    budget = Budget(10)
+    assert budget.limit == AMPLIFICATION * 10 + ALLOWANCE
+    budget.charge(budget.limit - 1, WHAT, [1], "DT_FLOAT")
+    budget.charge(1, WHAT, [1], "DT_FLOAT")
+    with pytest.raises(InvalidArgument, match="besides the"):
+        budget.charge(1, WHAT, [1], "DT_FLOAT")
+    assert STRING_ELEMENT_BYTES == 65

@@ -6,7 +6,14 @@ error texts included. :func:`parse_predict_body` reads the body's shape (row
 values by the signature's :class:`TensorSpec` map (each value as
 :mod:`json_tensor` converts it) and stacks row-format instances into one batch.
 Every failure is an :class:`InvalidArgument`, or :class:`Unimplemented` for a
-DataType JSON cannot carry; an error in one instance names its index.
+DataType JSON cannot carry; an error in one instance names its index. Errors
+quote at most ``json_text.QUOTE_BYTES`` of the body.
+
+What a body can make the server allocate is bounded by its size without a
+``tensors.Budget``: JSON has no broadcasting, so every element decoded is
+written out in the body (two bytes at least, with its separator), and costs
+a few tens of bytes decoded (a parsed Python value, its array slot, a tstring):
+within the budget's ``AMPLIFICATION`` times the body.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from functions.serving.codecs import json_tensor
-from functions.serving.codecs.json_text import value_to_string
+from functions.serving.codecs.json_text import clip, value_to_string
 from functions.serving.codecs.json_values import check_object, is_b64, signature_name
 from functions.serving.codecs.specs import TensorSpec
 from loader.errors import InvalidArgument, RollwayError
@@ -114,7 +121,7 @@ def _from_instances(instances: Any, inputs: Mapping[str, TensorSpec]) -> dict[st
     def add(item: Any, name: str) -> None:
         spec = inputs.get(name)
         if spec is None:
-            raise InvalidArgument(f"JSON object: does not have named input: {name}")
+            raise InvalidArgument(f"JSON object: does not have named input: {clip(name)}")
         shape, values = json_tensor.values(item, spec.dtype)
         batch = batches.get(name)
         if batch is None:
@@ -139,8 +146,8 @@ def _from_instances(instances: Any, inputs: Mapping[str, TensorSpec]) -> dict[st
                     add(item, name)
                 except RollwayError as err:
                     raise InvalidArgument(
-                        f"Failed to process element: {index} key: {name} of 'instances' list. "
-                        f"Error: {_error_text(err)}"
+                        f"Failed to process element: {index} key: {clip(name)} of 'instances' "
+                        f"list. Error: {_error_text(err)}"
                     ) from err
             if set(element) != set(names):
                 raise InvalidArgument(
@@ -160,7 +167,9 @@ def _from_instances(instances: Any, inputs: Mapping[str, TensorSpec]) -> dict[st
                     f"Error: {_error_text(err)}"
                 ) from err
     return {
-        name: json_tensor.array(batch.values, [len(instances), *batch.shape], inputs[name].dtype)
+        name: json_tensor.array(
+            batch.values, [len(instances), *batch.shape], inputs[name].dtype, f'input "{name}"'
+        )
         for name, batch in batches.items()
     }
 
@@ -174,7 +183,7 @@ def _from_columnar(value: Any, inputs: Mapping[str, TensorSpec]) -> dict[str, np
             )
         name, spec = next(iter(inputs.items()))
         shape, values = json_tensor.values(value, spec.dtype)
-        return {name: json_tensor.array(values, shape, spec.dtype)}
+        return {name: json_tensor.array(values, shape, spec.dtype, f'input "{name}"')}
     result: dict[str, np.ndarray] = {}
     # As TF Serving: keys that name no input are ignored.
     for name in sorted(inputs):
@@ -182,5 +191,5 @@ def _from_columnar(value: Any, inputs: Mapping[str, TensorSpec]) -> dict[str, np
             raise InvalidArgument(f"Missing named input: {name} in 'inputs' object.")
         dtype = inputs[name].dtype
         shape, values = json_tensor.values(value[name], dtype)
-        result[name] = json_tensor.array(values, shape, dtype)
+        result[name] = json_tensor.array(values, shape, dtype, f'input "{name}"')
     return result

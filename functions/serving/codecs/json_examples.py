@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from functions.serving.codecs.json_text import FLT_MAX, INT64_MAX, value_to_string
+from functions.serving.codecs.json_text import FLT_MAX, INT64_MAX, clip, value_to_string
 from functions.serving.codecs.json_values import (
     check_object,
     decode_b64,
@@ -40,7 +40,7 @@ class _Feature:
     def expect(self, kind: str) -> None:
         if self.kind is not None and self.kind != kind:
             raise InvalidArgument(
-                f"Unexpected element type in feature: {self.name} expecting type: {self.kind}"
+                f"Unexpected element type in feature: {clip(self.name)} expecting type: {self.kind}"
             )
 
     def add(self, kind: str, value: Any) -> None:
@@ -67,12 +67,13 @@ def _add_feature_value(value: Any, feature: _Feature) -> None:
         feature.expect("int64")
         if value > INT64_MAX:
             raise InvalidArgument(
-                f"Feature: {feature.name} has uint64 element. Only int64 is supported."
+                f"Feature: {clip(feature.name)} has uint64 element. Only int64 is supported."
             )
         feature.add("int64", value)
     else:
         raise InvalidArgument(
-            f"Feature: {feature.name} has element with unexpected JSON type: {json_type(value)}"
+            f"Feature: {clip(feature.name)} has element with unexpected JSON type: "
+            f"{json_type(value)}"
         )
 
 

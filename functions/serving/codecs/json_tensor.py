@@ -186,11 +186,26 @@ def values(value: Any, dtype: int) -> tuple[list[int], list[Any]]:
     return shape, out
 
 
-def array(flat: list[Any], shape: list[int], dtype: int) -> npt.NDArray[Any]:
+def array(
+    flat: list[Any], shape: list[int], dtype: int, what: str = "JSON value"
+) -> npt.NDArray[Any]:
     """``flat`` (as :func:`values` returns it) as a ``dtype`` array of ``shape``;
-    DT_STRING as an object array of bytes."""
+    DT_STRING as an object array of bytes.
+
+    JSON cannot broadcast: every element is written out in the body, so the
+    body's size bounds what it decodes to (no :class:`tensors.Budget` needed);
+    one tensor still may not exceed :data:`tensors.MAX_TENSOR_BYTES`, strings
+    counted at their real cost.
+    """
+    numpy_type = tensors.BY_ENUM[dtype].numpy
+    size = len(flat) * tensors.element_bytes(numpy_type)
+    if size > tensors.MAX_TENSOR_BYTES:
+        raise InvalidArgument(
+            f"{what}: shape {shape} of {dtype_string(dtype)} needs {size} bytes, more than the "
+            f"{tensors.MAX_TENSOR_BYTES}-byte limit for one tensor"
+        )
     if dtype == DT_STRING:
         out = np.empty(len(flat), dtype=object)
         out[:] = flat
         return out.reshape(shape)
-    return np.array(flat, dtype=tensors.BY_ENUM[dtype].numpy).reshape(shape)
+    return np.array(flat, dtype=numpy_type).reshape(shape)

@@ -17,7 +17,9 @@ tensors. How rapidjson's document model maps onto those values:
 
 Errors are :class:`InvalidArgument` with TF Serving's texts
 (``JSON Parse error: ... at offset: N``), so clients that match on them keep
-working; :func:`value_to_string` quotes a JSON value in such texts.
+working; :func:`value_to_string` quotes a JSON value in such texts, and
+:func:`clip` anything else taken from a request: an error quotes at most
+``QUOTE_BYTES`` of it, never a whole body.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ from loader.errors import InvalidArgument
 
 INT64_MIN, INT64_MAX, UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
 FLT_MAX = float(np.finfo(np.float32).max)
+# The most an error message quotes of a request (then "..."): enough to show
+# what was wrong, never the whole of a 100 MB body.
+QUOTE_BYTES = 200
+_ELLIPSIS = "..."
 
 
 class JsonFloat(float):
@@ -118,15 +124,36 @@ def parse_json(body: bytes) -> Any:
     return doc
 
 
+def clip(text: str, limit: int = QUOTE_BYTES) -> str:
+    """``text`` cut to ``limit`` UTF-8 bytes and "..." if longer: the one way an
+    error quotes part of a request."""
+    head = text[: limit + 1]  # every character is at least one byte
+    data = head.encode("utf-8", "surrogatepass")
+    if len(head) == len(text) and len(data) <= limit:
+        return text
+    return data[:limit].decode("utf-8", "ignore") + _ELLIPSIS
+
+
 def value_to_string(value: Any) -> str:
     """TF Serving's JsonValueToString, rapidjson's PrettyWriter output (4-space
-    indents); a lone double is written as a float when it is in float range,
-    as TF Serving does."""
+    indents), clipped to ``QUOTE_BYTES``; a lone double is written as a float
+    when it is in float range, as TF Serving does. Only what is quoted is
+    written: a huge document costs no more than a small one."""
     if type(value) is float:
         if -FLT_MAX <= value <= FLT_MAX:
             return format_float32(value)
         return _format_double(value)
-    return json.dumps(value, indent=4, ensure_ascii=False)
+    parts: list[str] = []
+    size = 0
+    for chunk in _PRETTY.iterencode(value):
+        parts.append(chunk)
+        size += len(chunk)
+        if size > QUOTE_BYTES:
+            break
+    return clip("".join(parts))
+
+
+_PRETTY = json.JSONEncoder(indent=4, ensure_ascii=False)
 
 
 # --------------------------------------------------------------------------

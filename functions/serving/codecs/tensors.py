@@ -1,15 +1,18 @@
 """Conversions between ``tensorflow.TensorProto`` and numpy arrays.
 
 Decoding validates before it allocates: a request cannot make the server
-build a tensor larger than :data:`MAX_TENSOR_BYTES`, and every malformed
-proto is an :class:`InvalidArgument` that names the tensor. Encoding follows
+build a tensor larger than :data:`MAX_TENSOR_BYTES`, nor decode more than a
+:class:`Budget` lets a request of its size (``AMPLIFICATION`` times its bytes
+plus ``ALLOWANCE``); every malformed proto is an :class:`InvalidArgument`
+that names the tensor. Encoding follows
 TF Serving's default (typed ``*_val`` fields, as clients that read
 ``outputs["y"].float_val`` expect); ``tensor_content`` encoding is opt-in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +23,21 @@ import numpy.typing as npt
 from loader.errors import InvalidArgument
 
 # One decoded tensor may not exceed this many bytes (TF Serving's gRPC limit
-# is int32 max for a whole message; this bounds what a small message can
-# ask us to allocate through broadcasting a single value).
+# is int32 max for a whole message).
 MAX_TENSOR_BYTES = 2**31 - 1
+# What a request of B bytes may make the server allocate for the tensors it
+# decodes: AMPLIFICATION * B + ALLOWANCE bytes, all its tensors together. 64:
+# the densest honest encodings cost about 33x (an empty string is 2 bytes on
+# the wire and STRING_ELEMENT_BYTES decoded; a small int64 1 byte and 8), so
+# no request that spells out its values is refused. ALLOWANCE: broadcasting
+# one value (TensorFlow's FromProto pads a short value list with its last
+# value) may still fill a 64 MiB tensor, 16 Mi floats, from a tiny message.
+AMPLIFICATION = 64
+ALLOWANCE = 64 * 2**20
+# One DT_STRING element decoded: its pointer in the numpy object array (8), a
+# Python bytes object (33 plus its length), TensorFlow's tstring when it is fed
+# (24, plus a copy of the bytes past 22).
+STRING_ELEMENT_BYTES = 8 + 33 + 24
 # numpy supports 64 dimensions, and TensorFlow crashes converting string
 # arrays of rank above 32; no real model takes such inputs.
 MAX_RANK = 32
@@ -94,30 +109,105 @@ def _shape_of(proto: Any, what: str) -> tuple[int, ...]:
     return dims
 
 
-def _num_elements(dims: tuple[int, ...], itemsize: int, what: str) -> int:
-    count = 1
-    for d in dims:
-        count *= d
-        if count * max(itemsize, 1) > MAX_TENSOR_BYTES:
-            raise InvalidArgument(
-                f"{what}: tensor_shape {list(dims)} is larger than the "
-                f"{MAX_TENSOR_BYTES}-byte limit for one tensor"
-            )
+def element_bytes(dtype: np.dtype[Any]) -> int:
+    """What one element of ``dtype`` costs decoded (a string at its real cost)."""
+    return STRING_ELEMENT_BYTES if dtype.kind == "O" else dtype.itemsize
+
+
+def _num_elements(dims: tuple[int, ...], dtype: DType, what: str) -> int:
+    """The element count, once the shape is known to fit :data:`MAX_TENSOR_BYTES`.
+
+    A shape with a zero dimension holds nothing, but numpy still multiplies the
+    other dimensions (``ValueError: array is too big`` past its index type), and
+    no model takes [0, 2**62]: those are bounded as if the zeros were ones.
+    """
+    count = math.prod(dims)
+    extent = math.prod(d for d in dims if d)
+    size = extent * element_bytes(dtype.numpy)
+    if size > MAX_TENSOR_BYTES:
+        needs = "needs" if count else "has no elements, but its other dimensions need"
+        raise InvalidArgument(
+            f"{what}: tensor_shape {list(dims)} of {dtype.name} {needs} {size} bytes, more "
+            f"than the {MAX_TENSOR_BYTES}-byte limit for one tensor"
+        )
     return count
 
 
-def to_ndarray(proto: Any, what: str) -> npt.NDArray[Any]:
-    """Decodes a TensorProto; ``what`` names it in errors (e.g. 'input "x"')."""
+class Budget:
+    """What decoding one request may still allocate: ``AMPLIFICATION`` times the
+    request's size in bytes plus ``ALLOWANCE``, for all its tensors together.
+    Decoders charge a tensor before they allocate it."""
+
+    def __init__(self, request_bytes: int) -> None:
+        self.request_bytes = request_bytes
+        self.limit = AMPLIFICATION * request_bytes + ALLOWANCE
+        self.used = 0
+
+    def charge(self, nbytes: int, what: str, shape: Any, dtype: str) -> None:
+        if self.used + nbytes > self.limit:
+            others = f" besides the {self.used} bytes decoded before it" if self.used else ""
+            raise InvalidArgument(
+                f"{what}: tensor_shape {list(shape)} of {dtype} needs {nbytes} bytes decoded"
+                f"{others}, more than the {self.limit}-byte limit for a request whose values "
+                f"take {self.request_bytes} bytes ({AMPLIFICATION} x that + "
+                f"{ALLOWANCE // 2**20} MiB)"
+            )
+        self.used += nbytes
+
+
+# The fewest bytes one value of each field takes on the wire (a varint 1, a
+# string its tag and length): a cheap lower bound of a tensor's encoded size
+# (upb's ByteSize() would serialize the whole message to measure it).
+_MIN_WIRE_BYTES = {
+    "float_val": 4, "double_val": 8, "scomplex_val": 4, "dcomplex_val": 8, "string_val": 2,
+    "int_val": 1, "int64_val": 1, "bool_val": 1, "half_val": 1, "uint32_val": 1, "uint64_val": 1,
+}  # fmt: skip
+
+
+def wire_bytes(proto: Any) -> int:
+    """At most the encoded size of a TensorProto's typed values (the budget's B).
+
+    ``tensor_content`` is left out (reading it copies it): it decodes to exactly
+    its own size, so it needs no budget.
+    """
+    dtype = BY_ENUM.get(int(proto.dtype))
+    return len(getattr(proto, dtype.field)) * _MIN_WIRE_BYTES[dtype.field] if dtype else 0
+
+
+def to_ndarrays(protos: Mapping[str, Any]) -> dict[str, npt.NDArray[Any]]:
+    """A request's named input tensors, decoded under one :class:`Budget` whose
+    B is the least their typed values take on the wire."""
+    budget = Budget(sum(wire_bytes(t) for t in protos.values()))
+    return {name: to_ndarray(t, f'input "{name}"', budget) for name, t in protos.items()}
+
+
+def to_ndarray(proto: Any, what: str, budget: Budget | None = None) -> npt.NDArray[Any]:
+    """Decodes a TensorProto; ``what`` names it in errors (e.g. 'input "x"').
+
+    ``budget``: the request's, shared by its tensors; by default the tensor's own.
+    """
     dtype = BY_ENUM.get(int(proto.dtype))
     if dtype is None:
         raise InvalidArgument(f"{what}: dtype {dtype_name(int(proto.dtype))} is not supported")
     dims = _shape_of(proto, what)
-    itemsize = 8 if dtype.field == "string_val" else dtype.numpy.itemsize
-    count = _num_elements(dims, itemsize, what)
+    count = _num_elements(dims, dtype, what)
     content = proto.tensor_content  # each read of a bytes field copies it: read once
     if content:
         return _from_content(content, dtype, dims, count, what)
+    if budget is None:
+        budget = Budget(wire_bytes(proto))
+    budget.charge(_decoded_bytes(proto, dtype, count), what, dims, dtype.name)
     return _from_fields(proto, dtype, dims, count, what)
+
+
+def _decoded_bytes(proto: Any, dtype: DType, count: int) -> int:
+    if dtype.field != "string_val":
+        return count * dtype.numpy.itemsize
+    # Strings that pad a short list share one bytes object in numpy, but
+    # TensorFlow copies it into each element's tstring.
+    given = len(proto.string_val)
+    padding = len(proto.string_val[-1]) * (count - given) if 0 < given < count else 0
+    return count * STRING_ELEMENT_BYTES + padding
 
 
 def _from_content(

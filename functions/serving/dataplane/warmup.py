@@ -138,7 +138,7 @@ def _replay(servable: Servable, kind: str | None, entry: Any, check_method: bool
         predict_with(
             servable,
             _signature_name(request),
-            lambda specs: {n: tensors.to_ndarray(t, f'input "{n}"') for n, t in inputs.items()},
+            lambda specs: tensors.to_ndarrays(inputs),
             inputs.keys(),
             request.output_filter,
         )

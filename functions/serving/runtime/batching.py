@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from functions.serving.codecs.tensors import ALLOWANCE, AMPLIFICATION, element_bytes
 from functions.serving.metrics import BATCH_THREAD_POOL, ServingMetrics, microseconds
 from loader.errors import ConfigError, InvalidArgument, RollwayError, Unavailable
 
@@ -400,11 +401,17 @@ MAX_PAD_RANK = 6
 def pad_to_common_shape(tasks: list[Arrays]) -> list[Arrays]:
     """TF Serving's AddPadding: pads each task's inputs at the end of every
     dimension but the first, up to the largest size in the batch, with the
-    tensor's own first element. Pure; inputs are not modified."""
+    tensor's own first element. Pure; inputs are not modified.
+
+    Padding multiplies: [1, 10000, 1] and [1, 1, 10000] pad to 2 x 10**8
+    elements. An input padded past ``AMPLIFICATION`` times its unpadded bytes
+    in the batch plus ``ALLOWANCE`` (the request budget's rule, ``codecs.tensors``)
+    fails the batch before anything is allocated."""
     padded: list[Arrays] = [{} for _ in tasks]
     for name in tasks[0]:
         values = [task[name] for task in tasks]
         target = np.max([v.shape for v in values], axis=0)
+        _check_padded_size(name, values, target)
         for out, value in zip(padded, values, strict=True):
             inner = zip(target[1:], value.shape[1:], strict=True)
             missing = [(0, 0)] + [(0, int(t - s)) for t, s in inner]
@@ -417,3 +424,18 @@ def pad_to_common_shape(tasks: list[Arrays]) -> list[Arrays]:
                 raise InvalidArgument("Got empty tensor in batch of non-empty tensors.")
             out[name] = np.pad(value, missing, constant_values=value.flat[0])
     return padded
+
+
+def _check_padded_size(name: str, values: list[npt.NDArray[Any]], target: Any) -> None:
+    cost = element_bytes(values[0].dtype)
+    inner = math.prod(int(d) for d in target[1:])
+    padded = sum(int(v.shape[0]) for v in values) * inner * cost
+    unpadded = sum(int(v.size) for v in values) * cost
+    limit = AMPLIFICATION * unpadded + ALLOWANCE
+    if padded > limit:
+        raise InvalidArgument(
+            f'Padding input "{name}" of {len(values)} batched tasks to inner shape '
+            f"{[int(d) for d in target[1:]]} needs {padded} bytes, more than the {limit}-byte "
+            f"limit ({AMPLIFICATION} x their {unpadded} unpadded bytes + "
+            f"{ALLOWANCE // 2**20} MiB)"
+        )

@@ -68,7 +68,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
         inputs = request.inputs
         prediction = self._plane.predict(
             selector_from_proto(request),
-            lambda specs: {n: tensors.to_ndarray(t, f'input "{n}"') for n, t in inputs.items()},
+            lambda specs: tensors.to_ndarrays(inputs),
             inputs.keys(),
             request.output_filter,
         )

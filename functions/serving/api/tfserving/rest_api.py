@@ -128,9 +128,14 @@ class RestApi:
             status, payload = 413, error_body(err.message)
         except RollwayError as err:
             status, payload = http_status(err.code), error_body(err.message)
+            # A pool call's future holds err, whose traceback holds the frames that
+            # hold the future, the body and the parsed JSON: a cycle that only a
+            # full garbage collection would free. Drop the traceback to break it.
+            err.__traceback__ = None
         except Exception as err:
             log.exception("unexpected error in %s %s", method, path)
             status, payload = 500, error_body(f"internal error: {type(err).__name__}: {err}")
+            err.__traceback__ = None
         await _respond(send, status, [*cors, (b"Content-Type", b"application/json")], payload)
 
     async def _dispatch(
