@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -25,8 +26,11 @@ from loader.errors import RollwayError
 from loader.model_config import read_model_server_config
 from loader.pipeline import LoaderConfig, Pipeline
 from loader.retry import RetryPolicy
+from loader.unpack import DEFAULT_MAX_MEMBERS, DEFAULT_MAX_UNPACKED_BYTES
 
 log = logging.getLogger("rollway.loader")
+_UNITS = {"": 1, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+_BYTES = re.compile(r"\s*([0-9]+)\s*([A-Za-z]*)\s*")
 
 # flag -> (environment variable, default, help)
 FLAGS: dict[str, tuple[str, str, str]] = {
@@ -43,6 +47,8 @@ FLAGS: dict[str, tuple[str, str, str]] = {
     "retry-initial-seconds": ("ROLLWAY_RETRY_INITIAL_SECONDS", "5", "first retry delay; doubles up to --retry-max-seconds"),
     "retry-max-seconds": ("ROLLWAY_RETRY_MAX_SECONDS", "300", "longest retry delay"),
     "workers": ("ROLLWAY_LOADER_WORKERS", "8", "files verified and copied in parallel"),
+    "max-archive-bytes": ("ROLLWAY_MAX_ARCHIVE_BYTES", f"{DEFAULT_MAX_UNPACKED_BYTES // 2**30}GiB", f"an archive that unpacks to more bytes is rejected (KiB, MiB, GiB, TiB suffixes accepted; default {DEFAULT_MAX_UNPACKED_BYTES // 2**30}GiB)"),
+    "max-archive-members": ("ROLLWAY_MAX_ARCHIVE_MEMBERS", str(DEFAULT_MAX_MEMBERS), f"an archive with more members (files and directories) is rejected (default {DEFAULT_MAX_MEMBERS})"),
     "session-timeout-ms": ("ROLLWAY_KAFKA_SESSION_TIMEOUT_MS", "10000", "consumer group session timeout"),
     "fetch-max-wait-ms": ("ROLLWAY_KAFKA_FETCH_MAX_WAIT_MS", "50", "longest a fetch waits for new records: bounds publish-to-assignment latency"),
     "metrics-port": ("ROLLWAY_METRICS_PORT", "0", "serve Prometheus metrics on this port (0 = off)"),
@@ -110,6 +116,8 @@ def config_from(args: argparse.Namespace) -> tuple[LoaderConfig, ConsumerConfig,
             deadline_seconds=number("retry-deadline-seconds"),
         ),
         workers=max(1, int(number("workers"))),
+        max_unpacked_bytes=count_flag("max-archive-bytes", args.max_archive_bytes),
+        max_members=count_flag("max-archive-members", args.max_archive_members, units=False),
     )
     consumer = ConsumerConfig(
         bootstrap=args.bootstrap_servers, topic=args.topic, group=args.group,
@@ -118,6 +126,21 @@ def config_from(args: argparse.Namespace) -> tuple[LoaderConfig, ConsumerConfig,
     )  # fmt: skip
     topics = emit.Topics(args.assignments_topic, args.dead_letter_topic, args.staged_topic)
     return loader, consumer, topics
+
+
+def count_flag(flag: str, text: str, *, units: bool = True) -> int:
+    """A positive whole number (with ``units``, optionally KiB, MiB, GiB or TiB);
+    ConfigError names ``--flag`` and its variable otherwise."""
+    from loader.errors import ConfigError
+
+    match = _BYTES.fullmatch(text)
+    unit = _UNITS.get(match.group(2).upper()) if match and (units or not match.group(2)) else None
+    if match is None or unit is None or int(match.group(1)) < 1:
+        what = (
+            "a positive number of bytes (or KiB, MiB, GiB, TiB)" if units else "a positive number"
+        )
+        raise ConfigError(f"--{flag} (or {FLAGS[flag][0]}) must be {what}, not {text!r}")
+    return int(match.group(1)) * unit
 
 
 def main(argv: Sequence[str] | None = None) -> int:

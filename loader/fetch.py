@@ -12,8 +12,11 @@ the version's manifest lists, each proven against its size and sha256:
 - files the manifest does not list are removed, and the manifest is written
   into the cache directory LAST: a cache directory with a manifest is complete.
 
-Files are handled in parallel. The cache directory is this process's own
-(an emptyDir in a pod), so no locking between processes is needed.
+A link is never followed: any symbolic link under the cache directory is
+removed before a file is reused or written there, so neither a reused file
+nor a fetched one can live outside it. Files are handled in parallel. The
+cache directory is this process's own (an emptyDir in a pod), so no locking
+between processes is needed.
 """
 
 from __future__ import annotations
@@ -51,6 +54,15 @@ def local_sha256(path: Path) -> tuple[int, str]:
         return manifest.sha256_stream(reader)
 
 
+def remove_links(directory: Path) -> None:
+    """Deletes every symbolic link under ``directory`` (never following one), so
+    that what is reused or written there stays inside it."""
+    for dirpath, dirnames, filenames in os.walk(directory):  # followlinks=False
+        for name in (*dirnames, *filenames):
+            if os.path.islink(full := os.path.join(dirpath, name)):
+                os.unlink(full)
+
+
 def fetch_version(
     store: Storage,
     model: str,
@@ -79,6 +91,7 @@ def fetch_version(
     target = cache_dir / model / str(version)
     target.mkdir(parents=True, exist_ok=True)
     (target / manifest.MANIFEST_NAME).unlink(missing_ok=True)  # incomplete until rewritten
+    remove_links(target)
     progress.planned(len(document.files), int(document.total_bytes))
 
     def one(entry: FileEntry) -> int:

@@ -40,6 +40,7 @@ from loader.retry import Parking, Pending, RetryPolicy, next_attempt
 from loader.schemas.rollway.v1.assignment_pb2 import AssignmentChanged
 from loader.stage import StageResult, stage_version, staged_versions
 from loader.storage import Storage, open_storage
+from loader.unpack import DEFAULT_MAX_MEMBERS, DEFAULT_MAX_UNPACKED_BYTES
 from loader.verify import Problem, Verdict, VerificationReport, verify_version
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,8 @@ class LoaderConfig:
     models: Mapping[str, ModelSpec] = field(default_factory=dict)  # policies and labels
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     workers: int = 8
-    max_unpacked_bytes: int = 64 * 2**30  # archives
-    max_members: int = 100_000
+    max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES  # per archive (--max-archive-bytes)
+    max_members: int = DEFAULT_MAX_MEMBERS  # per archive (--max-archive-members)
 
     def decode_config(self) -> DecodeConfig:
         return DecodeConfig(self.source_roots or (self.store_uri,))

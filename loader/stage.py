@@ -26,6 +26,11 @@ taken with create-if-absent before the first byte moves: a stager with another
 manifest is refused before it can overwrite anything; stagers with the same
 manifest write the same bytes, so they may overlap harmlessly.
 
+Links are never followed: a version with a symbolic link among its files is
+never verified COMPLETE, a source directory holding one is refused (DataLoss)
+before anything is copied, and the local backend refuses to read one
+(``NotRegularFile``) should it appear after that.
+
 In place (the source directory IS ``<store>/<model>/<version>``) nothing is
 copied: the manifest is re-read to check it is still the one verified, and the
 marker is created.
@@ -153,6 +158,12 @@ def stage_manifest(
     if in_place:
         _check_unchanged(source, src + manifest.MANIFEST_NAME, data)
     else:
+        linked = source.links(src)
+        if linked:
+            raise DataLoss(
+                f"{source.join(linked[0])} is a symbolic link: a version's files must be"
+                " regular files inside it, and links are never followed; nothing was staged"
+            )
         staged.claim(store, model, version, sha, marker.source_uri)
         if not _committed(store, base, document, data):
             copied = _copy_all(source, src, store, base, list(document.files), workers, progress)

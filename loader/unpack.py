@@ -38,8 +38,14 @@ from loader.errors import DataLoss, Internal, InvalidArgument
 from loader.manifest import MANIFEST_NAME, MAX_FILES, SAVED_MODEL_FILES
 from loader.storage import CHUNK_BYTES
 
+# The defaults of the loader's --max-archive-bytes and --max-archive-members
+# (the only ones: loader.pipeline and loader.archive use these). An archive is
+# unpacked to the loader's temporary directory (an emptyDir in a pod), beside
+# the downloaded archive, so the byte cap bounds the disk one archive may fill.
+# The member cap counts directories too; a manifest may not list more than
+# MAX_FILES files anyway.
 DEFAULT_MAX_UNPACKED_BYTES = 32 * 2**30
-DEFAULT_MAX_MEMBERS = MAX_FILES  # a manifest may not list more files anyway
+DEFAULT_MAX_MEMBERS = MAX_FILES
 _DRIVE = re.compile(r"[A-Za-z]:")
 _LATEST_SECONDS = 253402300799  # 9999-12-31T23:59:59Z, the last valid Timestamp
 

@@ -9,6 +9,12 @@ contradict the manifest, the publisher's final word (reject). Errors of the
 store itself (``Unavailable``, ``Unauthenticated``, ...) are raised, not turned
 into verdicts: they say nothing about the version.
 
+A version's files must be regular files inside it. A symbolic link (only
+local disk has them) is never followed, even to an identical file: a listed
+path that is a link, or lies under a linked directory, is CORRUPT
+(``NOT_REGULAR_FILE``), since what it points to can change without the version
+changing, and staging or serving must never read outside the version.
+
 Legacy versions (plain TF Serving layout, no manifest) pass only with
 ``allow_legacy=True``, once the listing of (key, size, etag) stays unchanged
 for ``settle_seconds``. That is weaker than a manifest, hence opt-in: an S3
@@ -40,12 +46,15 @@ from loader.manifest import (
 )
 from loader.progress import Progress
 from loader.schemas.rollway.v1.manifest_pb2 import FileEntry
-from loader.storage.base import ObjectInfo, Storage
+from loader.storage.base import NotRegularFile, ObjectInfo, Storage
 
 METHOD_MANIFEST = "manifest"
 METHOD_LEGACY = "legacy-settled"
 INDEX = "variables/variables.index"
 _SHARD = re.compile(r"variables/variables\.data-(\d{5})-of-(\d{5})")
+LINK_DETAIL = (
+    "is a symbolic link, which is never followed: a version's files must be regular files inside it"
+)
 
 
 class Verdict(enum.Enum):
@@ -69,6 +78,7 @@ class ProblemKind(enum.Enum):
     INCONSISTENT_SHARDS = "INCONSISTENT_SHARDS"  # shards disagree on N, or i >= N
     EMPTY_FILE = "EMPTY_FILE"  # a zero-byte saved_model.pb(txt) or variables.index
     LOAD_FAILED = "LOAD_FAILED"  # TensorFlow could not load it (rollway verify --load)
+    NOT_REGULAR_FILE = "NOT_REGULAR_FILE"  # a symbolic link (never followed), device or FIFO
 
 
 # What each kind means for the version. Every kind is here (a unit test checks).
@@ -238,12 +248,16 @@ def _read_manifest(
     def invalid(details: Iterable[str]) -> list[Problem]:
         return [Problem(ProblemKind.MANIFEST_INVALID, MANIFEST_NAME, d) for d in details]
 
+    if info.link:
+        return None, [Problem(ProblemKind.NOT_REGULAR_FILE, MANIFEST_NAME, LINK_DETAIL)]
     if info.size > MAX_MANIFEST_BYTES:
         return None, invalid([f"{info.size} bytes, over the {MAX_MANIFEST_BYTES} limit"])
     try:
         with storage.open_read(base + MANIFEST_NAME, 0, MAX_MANIFEST_BYTES + 1) as reader:
             data = reader.read()
         return decode(data), []
+    except NotRegularFile as err:  # replaced by a link since the listing
+        return None, [Problem(ProblemKind.NOT_REGULAR_FILE, MANIFEST_NAME, err.message)]
     except NotFound:
         detail = "the manifest disappeared while being read"
         return None, [Problem(ProblemKind.MANIFEST_MISSING, MANIFEST_NAME, detail)]
@@ -270,9 +284,16 @@ def _compare(
     """Listed files whose size is right (still to hash), and the problems of the rest."""
     to_hash: list[FileEntry] = []
     problems: list[Problem] = []
+    links = {path for path, info in listing.items() if info.link}
     for entry in manifest.files:
         info = listing.get(entry.path)
-        if info is None:
+        linked = _linked_directory(entry.path, links)
+        if info is not None and info.link:
+            problems.append(Problem(ProblemKind.NOT_REGULAR_FILE, entry.path, LINK_DETAIL))
+        elif info is None and linked:
+            detail = f"is under {linked!r}, which {LINK_DETAIL}"
+            problems.append(Problem(ProblemKind.NOT_REGULAR_FILE, entry.path, detail))
+        elif info is None:
             detail = f"listed in the manifest ({entry.size} bytes) but not in storage"
             problems.append(Problem(ProblemKind.FILE_MISSING, entry.path, detail))
         elif info.size != entry.size:
@@ -284,9 +305,22 @@ def _compare(
     listed = {entry.path for entry in manifest.files}
     for path, info in listing.items():
         if path != MANIFEST_NAME and path not in listed:
-            detail = f"{info.size} bytes, not listed in the manifest"
-            problems.append(Problem(ProblemKind.UNLISTED_FILE, path, detail))
+            if info.link:
+                detail = f"not listed in the manifest, and {LINK_DETAIL}"
+                problems.append(Problem(ProblemKind.NOT_REGULAR_FILE, path, detail))
+            else:
+                detail = f"{info.size} bytes, not listed in the manifest"
+                problems.append(Problem(ProblemKind.UNLISTED_FILE, path, detail))
     return to_hash, problems
+
+
+def _linked_directory(path: str, links: set[str]) -> str:
+    """The directory of ``path`` that is a symbolic link ('' if none is)."""
+    parts = path.split("/")
+    for end in range(1, len(parts)):
+        if (directory := "/".join(parts[:end])) in links:
+            return directory
+    return ""
 
 
 def _hash_all(
@@ -300,6 +334,8 @@ def _hash_all(
         try:
             with storage.open_read(base + entry.path) as reader:
                 size, sha = sha256_stream(reader, sink.advance, stop)
+        except NotRegularFile as err:  # replaced by a link since the listing
+            return Problem(ProblemKind.NOT_REGULAR_FILE, entry.path, err.message), 0
         except NotFound:
             detail = "listed in the manifest but disappeared while being read"
             return Problem(ProblemKind.FILE_MISSING, entry.path, detail), 0
@@ -345,6 +381,11 @@ def _legacy(
         return [Problem(ProblemKind.NOT_SETTLED, "", detail)], len(second)
     problems = structure_problems(second)
     problems += _empty_essentials({path: info.size for path, info in second.items()})
+    problems += [
+        Problem(ProblemKind.NOT_REGULAR_FILE, path, LINK_DETAIL)
+        for path, info in second.items()
+        if info.link
+    ]
     return problems, len(second)
 
 

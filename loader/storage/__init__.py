@@ -12,7 +12,7 @@ import importlib
 from urllib.parse import urlsplit
 
 from loader.errors import InvalidArgument
-from loader.storage.base import CHUNK_BYTES, ObjectInfo, Storage, check_key, redact
+from loader.storage.base import CHUNK_BYTES, ObjectInfo, Storage, check_key, redact, redact_text
 
 __all__ = [
     "BACKENDS",
@@ -22,6 +22,7 @@ __all__ = [
     "check_key",
     "open_storage",
     "redact",
+    "redact_text",
     "scheme_of",
 ]
 

@@ -4,7 +4,10 @@ A ``Storage`` is rooted at a URI (``s3://bucket/models``, ``/srv/models``,
 ``hdfs://nn:8020/models``). Every ``path`` argument is a '/'-separated key
 *relative to that root*; it never starts with '/' and never contains '..'
 (``check_key`` enforces this before a backend sees it). Directories are not
-objects: ``list`` returns files only, recursively, sorted by key.
+objects: ``list`` returns files only, recursively, sorted by key. A backend
+with symbolic links (local disk) never follows one below its root: ``list``
+reports each link, to a file or a directory, as one ``ObjectInfo`` with
+``link=True``, and ``open_read`` refuses it (``DataLoss``).
 
 Errors are from ``loader.errors``:
 - a missing object is ``NotFound``;
@@ -17,16 +20,22 @@ Messages name the URI and the key, never a credential.
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from loader.errors import InvalidArgument
+from loader.errors import DataLoss, InvalidArgument
 
 # Streaming reads and writes move data in chunks of this size: large enough to
 # amortise per-call overhead, small enough that memory stays bounded.
 CHUNK_BYTES = 8 * 1024 * 1024
+
+
+class NotRegularFile(DataLoss):
+    """A key that names a symbolic link, device, FIFO or socket (local disk):
+    what a version holds there is no file, and it is never followed or read."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,7 @@ class ObjectInfo:
     key: str
     size: int
     etag: str | None = None
+    link: bool = False  # a symbolic link (local disk only), never followed; size is 0
 
 
 class Storage(abc.ABC):
@@ -73,6 +83,11 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Removes one file. Deleting an absent file is not an error."""
+
+    def links(self, prefix: str = "") -> tuple[str, ...]:
+        """Keys under ``prefix`` that are symbolic links (never followed), sorted.
+        Only local disk has links; other backends answer () without a request."""
+        return ()
 
     def read_bytes(self, key: str, limit: int | None = None) -> bytes:
         """The whole file; with ``limit``, refuses (InvalidArgument) files larger than it."""
@@ -131,6 +146,15 @@ def redact(uri: str) -> str:
     except ValueError:  # a bad port or IPv6 literal: it may hold anything, show nothing
         return "<malformed URI>"
     return f"{parts.scheme}://{host}{parts.path}"
+
+
+_USERINFO = re.compile(r"(//)[^/@\s]+@")
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the user info of every URL in it (``//user:secret@host``)
+    replaced: ``redact`` for free text such as log lines and error messages."""
+    return _USERINFO.sub(r"\1<redacted>@", text)
 
 
 def keys(infos: Iterable[ObjectInfo]) -> list[str]:

@@ -4,14 +4,24 @@ Writes go to a hidden temporary file in the target directory and are renamed
 into place, so a reader never sees a partial file. ``create_if_absent`` uses
 ``link(2)``, which fails atomically when the target exists, even across
 processes sharing the filesystem (NFS included).
+
+Symbolic links below the root are never followed (the root itself, and the
+directory a ``list`` prefix names, may be links: TF Serving's version
+directories often are). ``list`` reports each link, to a file or a
+directory, as ``ObjectInfo(key, 0, link=True)`` without descending into it,
+and ``open_read`` refuses a link, device, FIFO or socket with
+``NotRegularFile``: a version's files must be regular files inside it, so
+that what was verified is what is staged and served.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import shutil
+import stat as stat_
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +29,7 @@ from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from loader.errors import InvalidArgument, NotFound, PermissionDenied
-from loader.storage.base import CHUNK_BYTES, ObjectInfo, Storage, check_key
+from loader.storage.base import CHUNK_BYTES, NotRegularFile, ObjectInfo, Storage, check_key
 
 # In-flight writes are named ".<name>.rollway-tmp-<uuid>"; list() hides them.
 _TMP_MARK = ".rollway-tmp-"
@@ -32,6 +42,18 @@ def from_uri(uri: str) -> LocalStorage:
             raise InvalidArgument(f"file:// URI {uri!r} names a remote host; use a local path")
         return LocalStorage(Path(unquote(parts.path)))
     return LocalStorage(Path(uri))
+
+
+_LINK_RULE = (
+    "is a symbolic link: a version's files must be regular files inside it,"
+    " and links are never followed"
+)
+
+
+def _info(key: str, st: os.stat_result) -> ObjectInfo:
+    if stat_.S_ISLNK(st.st_mode):
+        return ObjectInfo(key, 0, link=True)
+    return ObjectInfo(key, st.st_size)
 
 
 class _RangeReader(io.RawIOBase):
@@ -71,38 +93,56 @@ class LocalStorage(Storage):
         directory = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         top = self._path(directory)
         found: list[ObjectInfo] = []
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames.sort()
-            for name in filenames:
+        for dirpath, dirnames, filenames in os.walk(top):  # followlinks=False
+            links = [name for name in dirnames if os.path.islink(os.path.join(dirpath, name))]
+            dirnames[:] = sorted(name for name in dirnames if name not in links)
+            for name in (*filenames, *links):
                 if _TMP_MARK in name:
                     continue
                 full = Path(dirpath) / name
                 key = full.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     with contextlib.suppress(FileNotFoundError):  # deleted mid-walk
-                        found.append(ObjectInfo(key, full.stat().st_size))
+                        found.append(_info(key, full.lstat()))
         yield from sorted(found, key=lambda info: info.key)
+
+    def links(self, prefix: str = "") -> tuple[str, ...]:
+        return tuple(info.key for info in self.list(prefix) if info.link)
 
     def stat(self, key: str) -> ObjectInfo:
         path = self._path(key)
         try:
-            st = path.stat()
+            st = path.lstat()
         except FileNotFoundError:
             raise NotFound(f"{path} does not exist") from None
         except PermissionError as err:
             raise PermissionDenied(f"cannot stat {path}: {err.strerror}") from None
-        if not path.is_file():
+        if not (stat_.S_ISREG(st.st_mode) or stat_.S_ISLNK(st.st_mode)):
             raise NotFound(f"{path} is not a file")
-        return ObjectInfo(key, st.st_size)
+        return _info(key, st)
 
     def open_read(self, key: str, start: int = 0, length: int | None = None) -> BinaryIO:
         path = self._path(key)
+        # O_NOFOLLOW: a link is refused, not read; O_NONBLOCK: a FIFO cannot hang the open.
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         try:
-            file = path.open("rb")
-        except (FileNotFoundError, IsADirectoryError):
+            fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise NotFound(f"{path} does not exist") from None
         except PermissionError as err:
             raise PermissionDenied(f"cannot read {path}: {err.strerror}") from None
+        except OSError as err:
+            if err.errno in (errno.ELOOP, errno.EMLINK) or os.path.islink(path):
+                raise NotRegularFile(f"{path} {_LINK_RULE}") from None
+            raise
+        mode = os.fstat(fd).st_mode
+        if not stat_.S_ISREG(mode):
+            os.close(fd)
+            if stat_.S_ISDIR(mode):
+                raise NotFound(f"{path} is a directory, not a file")
+            raise NotRegularFile(f"{path} is a device, FIFO or socket, not a regular file")
+        os.set_blocking(fd, True)
+        file = os.fdopen(fd, "rb")
         if start:
             file.seek(start)
         if length is None:

@@ -9,8 +9,9 @@ Authentication, read once when the URI is opened:
 - ``WEBHDFS_DELEGATION_TOKEN``: a delegation token (``hdfs fetchdt``, or the
   GETDELEGATIONTOKEN operation), sent as the ``delegation`` parameter. It takes
   precedence. It rides in URLs, so rollway never puts a URL in a message or a
-  log, and scrubs the token from server messages; keep urllib3's DEBUG logging
-  off where tokens are used, since it prints request lines.
+  log, and scrubs the token from server messages. urllib3 prints request lines
+  at DEBUG, so rollway's logging keeps it at INFO even at ``--log-level debug``
+  and masks the token besides (``functions/serving/logs.py``).
 - else ``HADOOP_USER_NAME``: the ``user.name`` of simple (pseudo) authentication.
 Kerberos SPNEGO is not supported; use a delegation token. For TLS, requests
 honours ``REQUESTS_CA_BUNDLE``.

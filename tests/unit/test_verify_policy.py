@@ -25,6 +25,7 @@ DECIDE = [
     ((K.SIZE_MISMATCH,), Verdict.CORRUPT),
     ((K.CHECKSUM_MISMATCH,), Verdict.CORRUPT),
     ((K.UNLISTED_FILE,), Verdict.CORRUPT),
+    ((K.NOT_REGULAR_FILE,), Verdict.CORRUPT),
     ((K.NO_SAVED_MODEL,), Verdict.CORRUPT),
     ((K.MISSING_INDEX,), Verdict.CORRUPT),
     ((K.MISSING_SHARD,), Verdict.CORRUPT),

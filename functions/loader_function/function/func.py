@@ -36,7 +36,6 @@ import binascii
 import dataclasses
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -51,7 +50,7 @@ from loader.decode import MAX_EVENT_BYTES, MAX_ID_CHARS, Decision, Rejected, dec
 from loader.decode_minio import shown
 from loader.errors import ConfigError, InvalidArgument, RollwayError, Unavailable
 from loader.pipeline import LoaderConfig, Outcome, Pipeline, Result
-from loader.storage import redact
+from loader.storage import redact, redact_text
 
 log = logging.getLogger("rollway.loader")
 
@@ -351,7 +350,7 @@ def answer_for(results: list[Result]) -> Answer:
         if result.version >= 0:
             entry["version"] = result.version
         if result.reason:
-            entry["reason"] = scrub(result.reason)[:MAX_REASON_CHARS]
+            entry["reason"] = redact_text(result.reason)[:MAX_REASON_CHARS]
         if result.assignment is not None:
             entry["generation"] = result.assignment.generation
         entries.append(entry)
@@ -378,23 +377,15 @@ def last_answer(headers: Mapping[str, str]) -> str:
         text = base64.b64decode(data, validate=True).decode("utf-8", "replace")
     except (binascii.Error, ValueError):
         text = data
-    return shown(scrub(text), 300)
+    return shown(redact_text(text), 300)
 
 
 def describe(err: BaseException) -> str:
     """A failure for answers and logs: rollway's messages name no credential by
     contract (loader.errors); anything else is cut short and scrubbed."""
     if isinstance(err, RollwayError):
-        return scrub(err.message)[:MAX_REASON_CHARS]
-    return f"{type(err).__name__}: {scrub(str(err))[:200]}"
-
-
-_USERINFO = re.compile(r"(//)[^/@\s]+@")
-
-
-def scrub(text: str) -> str:
-    """``text`` without the user info of any URL in it (``//user:secret@host``)."""
-    return _USERINFO.sub(r"\1<redacted>@", text)
+        return redact_text(err.message)[:MAX_REASON_CHARS]
+    return f"{type(err).__name__}: {redact_text(str(err))[:200]}"
 
 
 def clean(text: str) -> str:

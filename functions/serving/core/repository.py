@@ -22,7 +22,9 @@ Making a version loadable:
 
 * local, no manifest: the directory itself, never copied;
 * local, manifest: verified in place; a COMPLETE result is remembered per
-  content fingerprint, so a version is hashed once;
+  content fingerprint, so a version is hashed once. A listed file that is a
+  symbolic link (or under a linked directory) makes it CORRUPT, as for
+  ``rollway verify`` and the loader: links are never followed;
 * remote, manifest: fetched into ``<cache>/<model>/<version>``, each file hashed
   while it streams and renamed into place only if it matches; intact cached
   files are reused, unlisted ones removed, the manifest written LAST;
@@ -59,11 +61,12 @@ from functions.serving.core.listing import (
 )
 from functions.serving.core.version_ref import VersionRef
 from loader.errors import Code, InvalidArgument, LoadError, NotFound
-from loader.fetch import local_sha256
+from loader.fetch import local_sha256, remove_links
 from loader.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, ManifestError, decode, path_problems
 from loader.progress import HashingReader
 from loader.schemas.rollway.v1.manifest_pb2 import FileEntry
 from loader.storage import BACKENDS, CHUNK_BYTES, ObjectInfo, open_storage, redact, scheme_of
+from loader.storage.base import NotRegularFile
 from loader.storage.local import LocalStorage
 from loader.verify import (
     Problem,
@@ -199,7 +202,7 @@ class VersionRepository:
             manifest = decode(self._read_manifest(ref, listing))
         except NotFound:
             reason = "its manifest disappeared while being read"
-        except ManifestError:
+        except (ManifestError, NotRegularFile):
             reason = ""  # CORRUPT: its load fails, saying why
         else:
             reason = wait_reason(listing_problems(manifest, listing, expected_version=ref.version))
@@ -291,6 +294,7 @@ class VersionRepository:
         target.mkdir(parents=True, exist_ok=True)
         for stale in (MANIFEST_NAME, FETCHED_MARKER):  # incomplete until the manifest is back
             (target / stale).unlink(missing_ok=True)
+        remove_links(target)  # never reuse or write through a link
 
         def one(entry: FileEntry) -> Problem | None:
             path = target / entry.path
@@ -318,6 +322,7 @@ class VersionRepository:
             raise LoadError(f"{ref.location} lists unsafe paths: {unsafe}", Code.DATA_LOSS)
         fingerprint = listing_fingerprint(files)
         marker = target / FETCHED_MARKER
+        remove_links(target)  # never reuse or write through a link
         if (
             marker.is_file()
             and marker.read_text() == fingerprint
