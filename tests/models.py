@@ -122,3 +122,32 @@ def export_mlp(base: Path, version: int, features: int = 256, hidden: int = 1024
     path = base / str(version)
     tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
     return path
+
+
+def export_gate(base: Path, version: int) -> Path:
+    """path string [None] -> waited int64: writes ``path[0] + ".started"``, then
+    polls every 20 ms until ``path[0]`` exists (a tf.data sleep in a while loop)."""
+    from tensorflow.python.data.experimental.ops import testing
+
+    class Gate(tf.Module):  # type: ignore[misc]
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="path")])  # type: ignore[misc]
+        def serve(self, path: Any) -> dict[str, Any]:
+            started = tf.io.write_file(path[0] + ".started", "")
+            with tf.control_dependencies([started]):
+                zero = tf.constant(0, tf.int64)
+
+            def closed(i: Any) -> Any:  # depends on i: evaluated again each iteration
+                again = tf.strings.substr(tf.strings.as_string(i), 0, 0)
+                return tf.equal(tf.size(tf.io.matching_files(path[0] + again)), 0)
+
+            def wait(i: Any) -> Any:
+                pause = tf.data.Dataset.from_tensors(i).apply(testing.sleep(20_000))
+                return pause.reduce(i, lambda total, _: total + 1)
+
+            waited = tf.while_loop(closed, wait, [zero])[0]
+            return {"waited": tf.fill(tf.shape(path), waited)}
+
+    module = Gate()
+    path = base / str(version)
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return path

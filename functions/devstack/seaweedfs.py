@@ -4,7 +4,8 @@ Every port is chosen free on 127.0.0.1 and passed explicitly, everything binds
 to 127.0.0.1 only, telemetry is off, and the S3 gateway checks credentials
 against one identity whose secret is random per server. Readiness is a
 successful authenticated write through the S3 API, polled; there is no fixed
-sleep. ``stop`` sends SIGTERM to the PID, then SIGKILL after a timeout.
+sleep. ``stop`` sends SIGTERM to the PID, then SIGKILL once the filer and the
+volume server have stopped (the master's own stop hangs), or after a timeout.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -36,6 +38,9 @@ TEST_BUCKET = "rollway-test"
 # `weed mini` starts a maintenance worker that dials the admin server's gRPC
 # port at admin.port + 10000 whatever -admin.port.grpc says (SeaweedFS 4.48).
 GRPC_OFFSET = 10000
+# The components of `weed mini` that hold data; each prints "<Name> stopped".
+_DATA_SERVERS = frozenset({"Filer", "Volume"})
+_STOPPED = re.compile(r"^\s*(\w+)\s+stopped\b", re.MULTILINE)
 
 
 def weed_binary() -> str:
@@ -177,15 +182,35 @@ class SeaweedFS:
         )
 
     def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL once the servers that hold data have stopped.
+
+        On SIGTERM (or SIGINT: the same handler) ``weed mini`` stops S3, the
+        admin server, the filer and the volume server in a few seconds, each
+        printing ``<Name> stopped``, but its master's stop never returns
+        (SeaweedFS 4.48), so the process used to sit until the SIGKILL after
+        ``timeout``. The master keeps nothing a restart needs (it learns the
+        volumes and file keys back from the volume server), so once the filer
+        and the volume server have stopped the SIGKILL comes at once."""
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            if self._stopped_since(offset) >= _DATA_SERVERS:
+                break
+            time.sleep(0.05)
+        if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout)
+        proc.wait(timeout)
+
+    def _stopped_since(self, offset: int) -> set[str]:
+        """The components whose ``<Name> stopped`` line the log has after ``offset``."""
+        with open(self.log_path, "rb") as log:
+            log.seek(offset)
+            text = log.read().decode(errors="replace")
+        return {m.group(1) for m in _STOPPED.finditer(text)}
 
     def client(self, **config: Any) -> Any:
         """A boto3 S3 client with this server's credentials (path-style addressing)."""

@@ -5,7 +5,8 @@ config (a base path whose URI scheme no storage backend reads exits 2 too),
 start the gRPC server (health says NOT_SERVING), load every model's aspired
 versions (any failure exits 1 naming the model, version and cause), apply
 labels, then report SERVING. SIGTERM/SIGINT drain: health goes
-NOT_SERVING, in-flight RPCs get a grace period, then the process exits 0.
+NOT_SERVING, in-flight gRPC and REST calls get a 10 s grace, then the
+process exits 0, within 12 s of the signal whatever still runs (_Watchdog).
 
 With ``--assignments`` the models come from a store's assignments instead
 (``functions/serving/assigned.py``): the versions are fetched before they load,
@@ -15,6 +16,7 @@ AVAILABLE, and a failed or timed-out startup exits 1 at once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -22,6 +24,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
@@ -60,6 +63,15 @@ VERSION = "0.1.0"
 # TF Serving sets SetMaxMessageSize(kint32max); Python gRPC defaults to 4 MiB.
 MAX_MESSAGE_BYTES = 2**31 - 1
 SHUTDOWN_GRACE_SECONDS = 10.0
+# The promise to the orchestrator: the process is gone this long after SIGTERM,
+# whatever still runs (within Kubernetes' default 30 s termination grace).
+EXIT_DEADLINE_SECONDS = SHUTDOWN_GRACE_SECONDS + 2.0
+# After the grace: answers finishing at its end are written, the servers close.
+DRAIN_SLACK_SECONDS = 0.5
+# The most the watchdog waits for the log handlers to flush before it exits.
+FLUSH_SECONDS = 0.25
+# health.drain() waits on the gRPC loop, which an inline call may block.
+HEALTH_DRAIN_SECONDS = 1.0
 
 
 @dataclass
@@ -103,9 +115,73 @@ class _Shutdown(Exception):
     """Raised by the signal handler while startup is still loading models."""
 
 
+class _Watchdog:
+    """Bounds the exit after a stop: :meth:`arm` (at SIGTERM, or when a shutdown
+    starts without one) starts the countdown of ``EXIT_DEADLINE_SECONDS``; if
+    the process still runs then, it logs the threads still running, flushes
+    the logs and ends with ``os._exit(code)``.
+
+    Why: neither a TensorFlow call on a thread nor a call inline on the gRPC or
+    REST event loop can be interrupted, the feed's close waits for loads, and
+    the interpreter's exit joins the executors' threads; any of them would
+    keep the process past the orchestrator's grace.
+
+    The code is the shutdown's own (0 after SIGTERM), also when it cuts calls
+    short: Kubernetes never restarts a container of a pod being deleted,
+    whatever its code, and a Job counts a non-zero one as a failure; the
+    termination was asked for and kept its bound. The calls cut short are
+    their clients' errors, and the log's warning here, not the process's."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()  # the signal handler may arm it inside arm()
+        self._stopped_at: float | None = None
+        self._code = 0
+
+    def arm(self, code: int | None = None) -> float:
+        """Starts the countdown (the first call only), and sets the exit code
+        when given; returns when the drain's grace ends (``time.monotonic()``)."""
+        with self._lock:
+            if code is not None:
+                self._code = code
+            if self._stopped_at is None:
+                self._stopped_at = time.monotonic()
+                threading.Thread(target=self._wait, name="rollway-exit-watchdog",
+                                 daemon=True).start()  # fmt: skip
+            return self._stopped_at + SHUTDOWN_GRACE_SECONDS
+
+    def _wait(self) -> None:
+        assert self._stopped_at is not None
+        deadline = self._stopped_at + EXIT_DEADLINE_SECONDS - FLUSH_SECONDS
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        self.exit_now(f"still running {EXIT_DEADLINE_SECONDS - FLUSH_SECONDS:.1f} s after the stop")
+
+    def exit_now(self, why: str) -> None:
+        """Logs ``why`` and what still runs, flushes the logs, exits with the code."""
+        me = threading.get_ident()
+        names = {t.ident: t.name for t in threading.enumerate()}
+        running = [
+            f"  {names.get(ident, ident)}: {frame.f_code.co_filename}:{frame.f_lineno} "
+            f"in {frame.f_code.co_name}"
+            for ident, frame in sys._current_frames().items()
+            if ident != me
+        ]
+        log.warning("%s; exiting with code %d. Threads still running:\n%s",
+                    why, self._code, "\n".join(running))  # fmt: skip
+        # A handler blocked on a full pipe must not hold the exit.
+        flush = threading.Thread(target=logging.shutdown, daemon=True)
+        flush.start()
+        flush.join(FLUSH_SECONDS)
+        os._exit(self._code)
+
+
+# One per process, as the signals are.
+_watchdog = _Watchdog()
+
+
 class _Stop:
-    """SIGTERM and SIGINT set :attr:`event`; while :attr:`starting`, the handler
-    also raises :class:`_Shutdown` in the main thread, interrupting the loads."""
+    """SIGTERM and SIGINT set :attr:`event` and arm the exit watchdog; while
+    :attr:`starting`, the handler also raises :class:`_Shutdown` in the main
+    thread, interrupting the loads."""
 
     def __init__(self) -> None:
         self.event = threading.Event()
@@ -119,6 +195,7 @@ class _Stop:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         log.info("received %s; shutting down", signal.Signals(signum).name)
+        _watchdog.arm()
         self.event.set()
         if self.starting:
             raise _Shutdown
@@ -371,10 +448,13 @@ def _supervise(
         stop.starting = False
         log.error("Failed to start server. Error: %s", err.message)
         code = 1
+    grace_end = _watchdog.arm(code)
     if feed.assigned is not None:
         feed.assigned.close()  # stops following first: no swap during the drain
         feed.assigned = None
-    processes.stop(SHUTDOWN_GRACE_SECONDS + 5)
+    # Each worker drains for the grace from its own SIGTERM; one still running
+    # just after it is killed, so the supervisor too exits in the bound.
+    processes.stop(max(0.0, grace_end + DRAIN_SLACK_SECONDS - time.monotonic()))
     feed.close()
     log.info("stopped")
     return code
@@ -636,13 +716,48 @@ def _start_rest(
 def _shutdown(
     server: GrpcServer, rest: Any, feed: _Feed[Servable], health: ModelHealth, code: int
 ) -> int:
-    health.drain()
+    """Health NOT_SERVING, stop following assignments, drain REST and gRPC
+    together until the grace (counted from SIGTERM) ends, close the feed. The
+    watchdog bounds it all; a drain still blocked after the grace (a call
+    inline on its loop) exits at once, so the interpreter never finalizes
+    under a running TensorFlow call."""
+    grace_end = _watchdog.arm(code)
+
+    def drain_health() -> None:
+        with contextlib.suppress(TimeoutError):  # its loop is blocked: warned below
+            health.drain()
+
+    if not _until(time.monotonic() + HEALTH_DRAIN_SECONDS, drain_health):
+        log.warning("the gRPC health service did not switch to NOT_SERVING in %.0f s",
+                    HEALTH_DRAIN_SECONDS)  # fmt: skip
     if feed.assigned is not None:
         feed.assigned.close()  # stops following first: no swap during the drain
         feed.assigned = None
+    drains = [functools.partial(server.stop, max(0.0, grace_end - time.monotonic()))]
     if rest is not None:
-        rest.close()
-    server.stop(SHUTDOWN_GRACE_SECONDS)
+        drains.append(rest.close)
+    drained = _until(grace_end + DRAIN_SLACK_SECONDS, *drains)
     feed.close()
+    if not drained:
+        _watchdog.exit_now(f"calls still running {SHUTDOWN_GRACE_SECONDS:.0f} s after the stop")
     log.info("stopped")
     return code
+
+
+def _until(deadline: float, *calls: Callable[[], object]) -> bool:
+    """Runs ``calls`` at once, each on a daemon thread; whether all returned by
+    ``deadline`` (``time.monotonic()``). An exception is logged."""
+
+    def run(call: Callable[[], object]) -> None:
+        try:
+            call()
+        except Exception:
+            log.exception("shutdown step failed")
+
+    threads = [threading.Thread(target=run, args=(c,), name="rollway-drain", daemon=True)
+               for c in calls]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return not any(thread.is_alive() for thread in threads)

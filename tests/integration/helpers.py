@@ -5,6 +5,7 @@ ModelServerConfig messages and files."""
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -133,3 +134,23 @@ def write_config(path: Path, config: model_server_config_pb2.ModelServerConfig) 
     staging.write_text(text_format.MessageToString(config))
     os.replace(staging, path)
     return path
+
+
+def wait_for_file(path: Path, timeout: float = 60.0) -> None:
+    """Until ``path`` exists (a gate model's call wrote ``<gate>.started``, say)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def wait_refused(port: int, timeout: float = 60.0) -> None:
+    """Until ``port`` on loopback no longer accepts connections (a drain began)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=timeout).close()
+        except OSError:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"port {port} still accepts connections")

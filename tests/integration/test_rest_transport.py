@@ -35,7 +35,14 @@ from functions.serving.api.http_server import (
 )
 from functions.serving.process import LOOPBACK, ServerProcess, free_port
 from tests.conftest import HALF_PLUS_TWO, ServerFactory
-from tests.integration.helpers import model_config, server_config, write_config
+from tests.integration.helpers import (
+    model_config,
+    server_config,
+    wait_for_file,
+    wait_refused,
+    write_config,
+)
+from tests.models import export_gate
 
 pytestmark = pytest.mark.integration
 
@@ -43,36 +50,6 @@ TIMEOUT = 60.0  # generous: the machine is shared
 READ_TIMEOUT_MS = 1500
 MAX_BYTES = 100_000
 PREDICT = b"POST /v1/models/hp2:predict HTTP/1.1\r\nHost: rollway\r\n"
-
-
-def export_gate(base: Path, version: int) -> Path:
-    """path string [None] -> waited int64: writes ``path[0] + ".started"``, then
-    polls every 20 ms until ``path[0]`` exists (a tf.data sleep in a while loop)."""
-    import tensorflow as tf
-    from tensorflow.python.data.experimental.ops import testing
-
-    class Gate(tf.Module):  # type: ignore[misc]
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="path")])  # type: ignore[misc]
-        def serve(self, path: Any) -> dict[str, Any]:
-            started = tf.io.write_file(path[0] + ".started", "")
-            with tf.control_dependencies([started]):
-                zero = tf.constant(0, tf.int64)
-
-            def closed(i: Any) -> Any:  # depends on i: evaluated again each iteration
-                again = tf.strings.substr(tf.strings.as_string(i), 0, 0)
-                return tf.equal(tf.size(tf.io.matching_files(path[0] + again)), 0)
-
-            def wait(i: Any) -> Any:
-                pause = tf.data.Dataset.from_tensors(i).apply(testing.sleep(20_000))
-                return pause.reduce(i, lambda total, _: total + 1)
-
-            waited = tf.while_loop(closed, wait, [zero])[0]
-            return {"waited": tf.fill(tf.shape(path), waited)}
-
-    module = Gate()
-    path = base / str(version)
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
-    return path
 
 
 def call(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
@@ -94,24 +71,6 @@ def raw_reply(sock: socket.socket) -> tuple[int, Any]:
 
 def connect(port: int) -> socket.socket:
     return socket.create_connection((LOOPBACK, port), timeout=TIMEOUT)
-
-
-def wait_for(path: Path) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
-
-
-def refused_or_reset(port: int) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((LOOPBACK, port), timeout=TIMEOUT).close()
-        except OSError:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"port {port} still accepts connections")
 
 
 def gate_config(root: Path) -> Path:
@@ -260,10 +219,10 @@ def test_sigterm_drains_a_request_in_flight(serve: ServerFactory, tmp_path: Path
         reply = pool.submit(
             call, port, "POST", "/v1/models/gate:predict", {"instances": [str(gate)]}
         )
-        wait_for(Path(f"{gate}.started"))  # the request is running in TensorFlow
+        wait_for_file(Path(f"{gate}.started"), TIMEOUT)  # the request is running in TensorFlow
         assert server.proc is not None
         server.proc.send_signal(signal.SIGTERM)
-        refused_or_reset(port)  # draining: the port no longer accepts
+        wait_refused(port, TIMEOUT)  # draining: the port no longer accepts
         gate.touch()
         status, body = reply.result(timeout=TIMEOUT)
     assert status == 200
