@@ -63,6 +63,7 @@ VERSION = "0.1.0"
 # TF Serving sets SetMaxMessageSize(kint32max); Python gRPC defaults to 4 MiB.
 MAX_MESSAGE_BYTES = 2**31 - 1
 SHUTDOWN_GRACE_SECONDS = 10.0
+POLL_SECONDS = 0.5  # how often the waiting main thread lets a signal's handler run
 # The promise to the orchestrator: the process is gone this long after SIGTERM,
 # whatever still runs (within Kubernetes' default 30 s termination grace).
 EXIT_DEADLINE_SECONDS = SHUTDOWN_GRACE_SECONDS + 2.0
@@ -186,6 +187,14 @@ class _Stop:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.starting = True
+
+    def wait(self) -> None:
+        """Blocks the main thread until a stop, waking twice a second: the kernel
+        may deliver the signal to any thread, and Python runs its handler only
+        when the main thread next runs bytecode; a wait without a timeout would
+        keep it blocked (seen: a SIGTERM handled only a minute later)."""
+        while not self.event.wait(POLL_SECONDS):
+            pass
 
     def install(self, sigint: bool = True) -> None:
         """``sigint=False`` in a worker: the supervisor decides when it drains."""
@@ -441,7 +450,7 @@ def _supervise(
         if o.model_config_file and feed.core is not None:
             feed.core.watch_config_file(o.model_config_file, o.model_config_file_poll_wait_seconds)
         log.info("serving models: %s", ", ".join(s.name for s in feed.manager.specs()) or "(none)")
-        stop.event.wait()
+        stop.wait()
     except _Shutdown:
         pass
     except RollwayError as err:
@@ -535,7 +544,7 @@ def _serve(
     if o.model_config_file and feed.core is not None:
         feed.core.watch_config_file(o.model_config_file, o.model_config_file_poll_wait_seconds)
     log.info("serving models: %s", ", ".join(s.name for s in feed.manager.specs()) or "(none)")
-    stop.event.wait()
+    stop.wait()
     return _shutdown(server, rest, feed, health, 0)
 
 

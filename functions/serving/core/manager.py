@@ -280,7 +280,9 @@ class Manager(Generic[S]):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if (remaining is not None and remaining <= 0) or self._closed.is_set():
                     break
-                self._cond.wait(remaining)
+                # In slices: a signal's handler runs only when the waiting (main)
+                # thread runs bytecode again (server.py's _Stop.wait).
+                self._cond.wait(0.5 if remaining is None else min(remaining, 0.5))
             failures: list[tuple[VersionId, RollwayError]] = []
             for name in names:
                 model = self._models.get(name)
