@@ -290,6 +290,39 @@ def test_failed_version_is_loaded_again_after_its_content_changes(
     eventually(serving_version_2)
 
 
+def test_a_half_copied_version_loads_as_soon_as_its_copy_completes(
+    serve: ServerFactory, tmp_path: Path
+) -> None:
+    """TF Serving's default retry timing (5 retries, 60 s apart): version 2 is
+    seen with only saved_model.pb, fails, and is loaded again as soon as
+    variables/ arrives, long before the retry timer (issue 15, item 6)."""
+    base = model_base(tmp_path, "copying", {1: 10.0})
+    path = write_config(tmp_path / "models.config", server_config(model_config("copying", base)))
+    server = serve([f"--model_config_file={path}", "--file_system_poll_wait_seconds=1"], fast=False)
+    client = Client(server)
+    try:
+        assert client.predict("copying", 1.0) == (1, 11.0)
+        exported = export_affine(Path(tempfile.mkdtemp(dir=tmp_path)), 2, 1.0, 20.0)
+        (base / "2").mkdir()
+        shutil.copy2(exported / "saved_model.pb", base / "2" / "saved_model.pb")
+
+        def first_attempt_failed() -> None:
+            assert "loading copying:2 failed (attempt 1 of 6)" in server.log()
+
+        eventually(first_attempt_failed)
+        assert client.predict("copying", 1.0) == (1, 11.0)
+        shutil.copytree(exported / "variables", base / "2" / "variables")
+
+        def serving_version_2() -> None:
+            assert client.predict("copying", 1.0) == (2, 21.0)
+
+        # Well under the 60 s retry interval; the server's poll is 1 s.
+        eventually(serving_version_2, timeout=15.0)
+        assert "copying:2 changed on storage; retrying now" in server.log()
+    finally:
+        client.close()
+
+
 # ------------------------------------------------------------------ policies
 
 

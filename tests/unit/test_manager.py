@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -514,6 +514,45 @@ def test_a_retry_that_succeeds(make_manager: MakeManager, fake: FakeLoader, tmp_
     assert fake.count("m", 1) == 3
     assert _states(manager, "m") == [(1, VersionState.AVAILABLE)]
     assert manager.statuses("m")[0].error is None
+
+
+def test_a_pending_retry_runs_as_soon_as_the_local_content_changes(
+    make_manager: MakeManager, fake: FakeLoader, tmp_path: Path
+) -> None:
+    """A half-copied version is retried when the copy completes, not after the
+    retry interval (an hour here: the test would time out waiting for it)."""
+    manager = make_manager(retry=LoadRetries(max_retries=3, interval_seconds=3600.0))
+    base = tmp_path / "m"
+    manager.set_models([_spec("m", base)])
+    fake.fail_times[VersionId("m", 1)] = 1
+    manager.set_versions("m", _versions(base, 1))
+    assert fake.wait_calls(1)
+    (base / "1" / "variables").mkdir()
+    (base / "1" / "variables" / "variables.index").write_bytes(b"the rest of the copy")
+    assert fake.wait_calls(2)
+    assert _settle(manager, "m") == []
+    assert _states(manager, "m") == [(1, VersionState.AVAILABLE)]
+
+
+def test_a_pending_retry_reads_the_newest_remote_listing(
+    make_manager: MakeManager, fake: FakeLoader, tmp_path: Path
+) -> None:
+    """A remote version's fingerprint comes from the source's scan: a new scan
+    that sees different files wakes a retry waiting on the old listing."""
+    manager = make_manager(retry=LoadRetries(max_retries=3, interval_seconds=3600.0))
+    manager.set_models([_spec("m", tmp_path / "m")])
+    fake.fail_times[VersionId("m", 1)] = 1
+    (tmp_path / "m" / "1").mkdir(parents=True)
+
+    def remote(fingerprint: str) -> dict[int, VersionRef]:
+        ref = VersionRef(1, "s3://bucket/m/1", "1", "s3://bucket/m", False, fingerprint)
+        return {1: replace(ref, path=tmp_path / "m" / "1")}
+
+    manager.set_versions("m", remote("listing-1"))
+    assert fake.wait_calls(1)
+    manager.set_versions("m", remote("listing-2"))
+    assert fake.wait_calls(2)
+    assert _settle(manager, "m") == []
 
 
 def test_an_unexpected_exception_becomes_a_load_error(

@@ -198,6 +198,12 @@ class Manager(Generic[S]):
                 v: VersionView(r.state, r.error is not None, v in changed)
                 for v, r in model.versions.items()
             }
+            for number, ref in versions.items():
+                record = model.versions.get(number)
+                if record is not None and record.state is VersionState.LOADING:
+                    # A load waiting to retry reads this ref: a remote version
+                    # rewritten since the last attempt is retried at once.
+                    record.ref = ref
             for number in policy.to_load(views, aspired):
                 if number in changed:
                     log.info("%s changed on storage since it failed; loading it again",
@@ -348,7 +354,8 @@ class Manager(Generic[S]):
             version_id,
             self._retry,
             wanted=lambda: self._still_wanted(model, record),
-            fingerprint=record.ref.content_fingerprint,
+            # Late-bound: the newest ref a source reported (see set_aspired_versions).
+            fingerprint=lambda: record.ref.content_fingerprint(),  # noqa: PLW0108
             closed=self._closed,
         )
         servable, error, fingerprint = outcome.servable, outcome.error, outcome.fingerprint
