@@ -21,14 +21,16 @@ from types import FrameType
 
 from functions.serving import logs
 from loader import emit, events
-from loader.consumer import ConsumerConfig, LoaderConsumer
+from loader.consumer import LoaderConsumer
 from loader.errors import RollwayError
+from loader.group_consumer import GroupConfig
 from loader.model_config import read_model_server_config
 from loader.pipeline import LoaderConfig, Pipeline
 from loader.retry import RetryPolicy
 from loader.unpack import DEFAULT_MAX_MEMBERS, DEFAULT_MAX_UNPACKED_BYTES
 
 log = logging.getLogger("rollway.loader")
+PARKED_SCAN_SECONDS = 5.0  # how often versions parked for a retry are checked
 _UNITS = {"": 1, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 _BYTES = re.compile(r"\s*([0-9]+)\s*([A-Za-z]*)\s*")
 
@@ -50,6 +52,7 @@ FLAGS: dict[str, tuple[str, str, str]] = {
     "max-archive-bytes": ("ROLLWAY_MAX_ARCHIVE_BYTES", f"{DEFAULT_MAX_UNPACKED_BYTES // 2**30}GiB", f"an archive that unpacks to more bytes is rejected (KiB, MiB, GiB, TiB suffixes accepted; default {DEFAULT_MAX_UNPACKED_BYTES // 2**30}GiB)"),
     "max-archive-members": ("ROLLWAY_MAX_ARCHIVE_MEMBERS", str(DEFAULT_MAX_MEMBERS), f"an archive with more members (files and directories) is rejected (default {DEFAULT_MAX_MEMBERS})"),
     "session-timeout-ms": ("ROLLWAY_KAFKA_SESSION_TIMEOUT_MS", "10000", "consumer group session timeout"),
+    "max-poll-interval-ms": ("ROLLWAY_KAFKA_MAX_POLL_INTERVAL_MS", "300000", "the group's rebalance timeout: a rebalance waits this long, less a margin, for the record in work to finish and be committed (work itself may take longer: the loader keeps polling)"),
     "fetch-max-wait-ms": ("ROLLWAY_KAFKA_FETCH_MAX_WAIT_MS", "50", "longest a fetch waits for new records: bounds publish-to-assignment latency"),
     "metrics-port": ("ROLLWAY_METRICS_PORT", "0", "serve Prometheus metrics on this port (0 = off)"),
     "metrics-address": ("ROLLWAY_METRICS_ADDRESS", "0.0.0.0", "address for the metrics port"),
@@ -84,7 +87,7 @@ def args_from_env(env: Mapping[str, str]) -> argparse.Namespace:
     )
 
 
-def config_from(args: argparse.Namespace) -> tuple[LoaderConfig, ConsumerConfig, emit.Topics]:
+def config_from(args: argparse.Namespace) -> tuple[LoaderConfig, GroupConfig, emit.Topics]:
     """Validates the flags once, at startup; ConfigError names the bad one."""
     from loader.errors import ConfigError
 
@@ -119,10 +122,12 @@ def config_from(args: argparse.Namespace) -> tuple[LoaderConfig, ConsumerConfig,
         max_unpacked_bytes=count_flag("max-archive-bytes", args.max_archive_bytes),
         max_members=count_flag("max-archive-members", args.max_archive_members, units=False),
     )
-    consumer = ConsumerConfig(
+    consumer = GroupConfig(
         bootstrap=args.bootstrap_servers, topic=args.topic, group=args.group,
         session_timeout_ms=int(number("session-timeout-ms")),
+        max_poll_interval_ms=int(number("max-poll-interval-ms")),
         fetch_max_wait_ms=int(number("fetch-max-wait-ms")),
+        tick_seconds=PARKED_SCAN_SECONDS,
     )  # fmt: skip
     topics = emit.Topics(args.assignments_topic, args.dead_letter_topic, args.staged_topic)
     return loader, consumer, topics

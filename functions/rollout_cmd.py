@@ -24,7 +24,7 @@ from types import FrameType
 
 from functions import models_cmd
 from functions.rollout import apply, plan
-from functions.rollout.consumer import ConsumerConfig, RolloutConsumer
+from functions.rollout.consumer import RolloutConsumer
 from functions.rollout.service import Service, generation_of
 from functions.rollout.settings import CONSUMER_FLAGS, FLAGS, config_from, services_for
 from functions.rollout.status import status_json, status_text
@@ -38,6 +38,7 @@ from loader.errors import (
     PermissionDenied,
     RollwayError,
 )
+from loader.group_consumer import GroupConfig
 from loader.schemas.rollway.v1.assignment_pb2 import AssignmentDocument
 from loader.storage import open_storage, redact
 
@@ -254,8 +255,8 @@ def _run(args: argparse.Namespace) -> int:
     except (RollwayError, ValueError) as err:
         print(f"rollway rollout run: {getattr(err, 'message', err)}", file=sys.stderr)
         return EXIT_USAGE
-    consumer_config = ConsumerConfig(args.bootstrap_servers, args.assignments_topic, args.group,
-                                     resync_seconds=resync)  # fmt: skip
+    consumer_config = GroupConfig(args.bootstrap_servers, args.assignments_topic, args.group,
+                                  client_id="rollway-rollout", tick_seconds=resync)  # fmt: skip
     consumer = RolloutConsumer(api, rollout, consumer_config)
 
     def stop(signum: int, frame: FrameType | None) -> None:

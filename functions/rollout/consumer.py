@@ -1,17 +1,17 @@
 """The rollout as a Kafka consumer group member (kafka-python), on the
 compacted assignments topic.
 
-Contract, as the loader's (``loader/consumer.py``): a record's offset is
-committed only once its rollout is durable in the API server (or there was
-nothing to do, or it was refused for good). A retriable failure (the API
-unreachable) seeks back to the record and retries after a backoff, so nothing
-is lost; replays are harmless because a Service ignores generations it has
+Contract, as the loader's (both run on ``loader.group_consumer``): a record's
+offset is committed only once its rollout is durable in the API server (or
+there was nothing to do, or it was refused for good). A retriable failure (the
+API unreachable) delivers the record again after a backoff, so nothing is
+lost; replays are harmless because a Service ignores generations it has
 taken (``rollway.dev/generation``). The topic is compacted and read from the
 earliest offset by a new group, so a first start rolls out each model's newest
 generation. Several processes in one group share the partitions (a model is
 one key, so one partition, so one process at a time).
 
-Every ``resync_seconds`` the Services this process rolled out are read again
+Every ``tick_seconds`` the Services this process rolled out are read again
 and failed revisions taken out of their traffic (``plan.heal``): Knative marks
 a revision failed minutes after the rollout, and nobody else would notice.
 """
@@ -19,27 +19,16 @@ a revision failed minutes after the rollout, and nobody else would notice.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import Any
 
 from functions.rollout import apply, handler
 from functions.rollout.settings import RolloutConfig
 from loader.errors import RollwayError
+from loader.group_consumer import GroupConfig, GroupConsumer
 
 log = logging.getLogger("rollway.rollout")
-
-
-@dataclass(frozen=True)
-class ConsumerConfig:
-    bootstrap: str
-    topic: str
-    group: str = "rollway-rollout"
-    session_timeout_ms: int = 10000
-    poll_timeout_ms: int = 500
-    failure_backoff_seconds: float = 2.0
-    resync_seconds: float = 60.0  # 0: never
 
 
 class RolloutConsumer:
@@ -47,18 +36,23 @@ class RolloutConsumer:
         self,
         api: apply.ServicesApi,
         rollout: RolloutConfig,
-        config: ConsumerConfig,
+        config: GroupConfig,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.api = api
         self.rollout = rollout
         self.config = config
         self.sleep = sleep
-        self.stopping = threading.Event()
         self.touched: set[str] = set()  # Services to resync
+        self._group = GroupConsumer(config, self.handle, log, tick=self.resync)
 
     def stop(self) -> None:
-        self.stopping.set()
+        """Lets the record in hand finish and commits it, then leaves the group."""
+        self._group.stop()
+
+    def handle(self, record: Any) -> None:
+        """The group consumer's handler: raises when it must be delivered again."""
+        self.process(record.value, tuple(record.headers or ()), record.key)
 
     def process(
         self, value: bytes | None, headers: Sequence[tuple[str, bytes]], key: bytes | None
@@ -86,41 +80,6 @@ class RolloutConsumer:
                 self.touched.discard(name)
 
     def run(self) -> None:
-        from kafka import KafkaConsumer
-        from kafka.structs import OffsetAndMetadata, TopicPartition
-
-        c = self.config
-        consumer = KafkaConsumer(
-            c.topic, bootstrap_servers=c.bootstrap.split(","), group_id=c.group,
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            session_timeout_ms=c.session_timeout_ms,
-            heartbeat_interval_ms=c.session_timeout_ms // 4,
-            max_poll_records=16, allow_auto_create_topics=False,
-        )  # fmt: skip
-        next_resync = time.monotonic() + c.resync_seconds
-        log.info("rollout consuming %s as group %s, namespace %s",
-                 c.topic, c.group, self.rollout.namespace)  # fmt: skip
-        try:
-            while not self.stopping.is_set():
-                batch = consumer.poll(timeout_ms=c.poll_timeout_ms)
-                for partition, records in batch.items():
-                    for record in records:
-                        if self.stopping.is_set():
-                            break
-                        try:
-                            self.process(record.value, tuple(record.headers or ()), record.key)
-                        except Exception as err:  # the API is down: redeliver, never crash
-                            log.error("record %s/%d@%d failed, will retry: %s", record.topic,
-                                      record.partition, record.offset,
-                                      getattr(err, "message", err))  # fmt: skip
-                            consumer.seek(partition, record.offset)
-                            self.stopping.wait(c.failure_backoff_seconds)
-                            break
-                        tp = TopicPartition(partition.topic, partition.partition)
-                        consumer.commit({tp: OffsetAndMetadata(record.offset + 1, "", -1)})
-                if c.resync_seconds > 0 and time.monotonic() >= next_resync:
-                    next_resync = time.monotonic() + c.resync_seconds
-                    self.resync()
-        finally:
-            consumer.close(autocommit=False)
-            log.info("rollout stopped")
+        log.info("rollout into namespace %s", self.rollout.namespace)
+        self._group.run()
+        log.info("rollout stopped")

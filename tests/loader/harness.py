@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,10 +119,14 @@ class Stack:
             "--log-format", "json",
         ]  # fmt: skip
 
-    def start_loader(self, group: str = "loader") -> subprocess.Popen[bytes]:
+    def start_loader(
+        self, group: str = "loader", extra: Sequence[str] = (), env: Mapping[str, str] = {}
+    ) -> subprocess.Popen[bytes]:
+        """``extra`` flags and ``env`` variables are added to the usual ones."""
         log = (self.workdir / f"loader-{len(self.loaders)}.log").open("wb")
         process = subprocess.Popen(
-            self.loader_args(group), cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [*self.loader_args(group), *extra], cwd=REPO, env={**self.env, **env}, stdout=log,
+            stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.loaders.append(process)
         return process

@@ -27,6 +27,7 @@ import re
 import shutil
 import signal
 import time
+import urllib.parse
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -53,6 +54,7 @@ from loader.verify import Verdict, verify_version
 from tests.conftest import HALF_PLUS_TWO
 from tests.kafka_broker import TansuBroker
 from tests.loader.harness import TIMEOUT, Stack, Topics, Watcher, assignments_in, subprocess_env
+from tests.throttle import ThrottledProxy
 
 pytestmark = pytest.mark.integration
 
@@ -450,4 +452,48 @@ def test_a_burst_of_150_versions_is_staged_in_order(
         changes = changes_of(seen, model)
         assert [a.generation for a in changes] == sorted({a.generation for a in changes})
         assert changes[-1].generation == document.current.generation
+    assert alive(stack)
+
+
+def test_a_loader_staging_past_its_poll_interval_keeps_its_place_and_a_rebalance_stages_once(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    """Loader 0 reaches the store through a slow link, so staging big/1 takes
+    about 16 s with an 8 s poll interval (kafka-python would have thrown it out
+    of the group at 8 s). Loader 1 joins mid-stage: the rebalance waits for the
+    record in work and commits it before the partition moves. Every version is
+    staged once, no event is lost, and both loaders stay up (issue 15, item 9)."""
+    stack = make_stack()
+    store = stack.store()
+    endpoint = urllib.parse.urlsplit(stack.env["AWS_ENDPOINT_URL"])
+    assert endpoint.hostname is not None and endpoint.port is not None
+    slow = ThrottledProxy((endpoint.hostname, endpoint.port), bytes_per_second=4 * MIB)
+    poll_interval = ["--max-poll-interval-ms", "8000", "--session-timeout-ms", "6000"]
+    try:
+        big = publish(stack, source_version(tmp_path, blob_mib=32), "big", 1)
+        stack.start_loader(
+            extra=poll_interval, env={"AWS_ENDPOINT_URL": f"http://127.0.0.1:{slow.port}"}
+        )
+        with closing(producer(stack)) as kafka:
+            announce(kafka, stack, big).get(30)
+        wait_until(lambda: bool(list(store.list("big/1/"))), "the copy of big/1 to start", stack)
+        started = time.monotonic()
+        time.sleep(8.5)  # past the poll interval, still copying
+        assert not is_staged(store, "big", 1), "the copy finished before the poll interval"
+        stack.start_loader(extra=poll_interval)
+        wait_until(lambda: "partitions revoked" in stack.loader_log(0), "a rebalance", stack)
+        wait_until(lambda: is_staged(store, "big", 1), "big/1 to be staged", stack)
+        assert time.monotonic() - started > 8.5
+        with closing(producer(stack)) as kafka:
+            announce(kafka, stack, publish(stack, source_version(tmp_path), "small", 1)).get(30)
+        with closing(Watcher(stack.kafka, stack.topics.assignments)) as watcher:
+            watcher.wait_for(lambda r: bool(changes_of(r, "small")) and bool(changes_of(r, "big")))
+        wait_until(lambda: committed(stack) == {0: 2}, "both records to be committed", stack)
+    finally:
+        slow.close()
+    assert staged_counts(stack) == {("big", 1): 1, ("small", 1): 1}
+    first = stack.loader_log(0)
+    assert "big/1" not in stack.loader_log(1) or '"outcome": "unchanged"' in stack.loader_log(1)
+    assert "finished and committed before its partition moved" in first, first[-3000:]
+    assert "partitions lost" not in first and "refused" not in first, first[-3000:]
     assert alive(stack)

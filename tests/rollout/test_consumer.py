@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from kafka import KafkaProducer
 
-from functions.rollout.consumer import ConsumerConfig, RolloutConsumer
+from functions.rollout.consumer import RolloutConsumer
 from functions.rollout.settings import RolloutConfig
 from loader import events
+from loader.group_consumer import GroupConfig
 from loader.schemas.rollway.v1.assignment_pb2 import AssignmentChanged
 from tests.kafka_broker import TansuBroker
 from tests.rollout.fake_api import FakeApiError, FakeServices
@@ -45,8 +46,8 @@ def running(kafka: TansuBroker) -> Iterator[Callable[[FakeServices], tuple[str, 
     def start(api: FakeServices) -> tuple[str, RolloutConsumer]:
         topic = f"model-assignments-{uuid.uuid4().hex[:8]}"
         kafka.create_topics(topic)
-        config = ConsumerConfig(kafka.bootstrap, topic, f"rollout-{topic}",
-                                session_timeout_ms=6000, failure_backoff_seconds=0.1)  # fmt: skip
+        config = GroupConfig(kafka.bootstrap, topic, f"rollout-{topic}",
+                             session_timeout_ms=6000, failure_backoff_seconds=0.1)  # fmt: skip
         consumer = RolloutConsumer(api, RolloutConfig(NAMESPACE), config, sleep=lambda _: None)
         thread = threading.Thread(target=consumer.run, daemon=True)
         thread.start()
