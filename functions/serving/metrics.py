@@ -9,7 +9,7 @@ and only ``# TYPE`` lines are written. Latencies are in microseconds, with
 TF's exponential buckets (10 * 1.8^i, 33 of them).
 
 With ``--enable_batching`` the BatchingSession's queueing histogram and run
-counter are exported as well. rollway adds ``:rollway:serving:model_version_state``,
+counter are exported as well. rollway adds ``rollway_serving_model_version_state``,
 a gauge of each version's ModelVersionStatus.State number (TF Serving exports none).
 
 With ``--workers N`` every process records into prometheus-client's
@@ -114,34 +114,34 @@ class ServingMetrics:
             "Total count of run calls on the wrapped session", registry=r,
         )  # fmt: skip
         self.version_state = Gauge(
-            ":rollway:serving:model_version_state",
+            "rollway_serving_model_version_state",
             "ModelVersionStatus.State of each version (10 START ... 30 AVAILABLE ... 50 END).",
             ["model_name", "version"], registry=r, multiprocess_mode="livemin",
         )  # fmt: skip
         # --assignments (core/assignments)
         self.generation_in_force = Gauge(
-            ":rollway:serving:assignment_generation",
+            "rollway_serving_assignment_generation",
             "The assignment generation each model serves.", ["model_name"], registry=r,
             multiprocess_mode="livemax",
         )  # fmt: skip
         self.cold_start_seconds = Gauge(
-            ":rollway:serving:cold_start_seconds",
+            "rollway_serving_cold_start_seconds",
             "Seconds from reading the assignments to every assigned version AVAILABLE.",
             registry=r, multiprocess_mode="livemax",
         )  # fmt: skip
         self.fetch_bytes = Gauge(
-            ":rollway:serving:fetch_bytes",
+            "rollway_serving_fetch_bytes",
             "Bytes fetched from the store by each version's last fetch "
             "(intact cached files not counted).",
             ["model_name", "version"], registry=r, multiprocess_mode="livemax",
         )  # fmt: skip
         self.fetch_seconds = Gauge(
-            ":rollway:serving:fetch_seconds",
+            "rollway_serving_fetch_seconds",
             "Seconds fetching and verifying each version's files (last fetch).",
             ["model_name", "version"], registry=r, multiprocess_mode="livemax",
         )  # fmt: skip
         self.follow_failures = Counter(
-            ":rollway:serving:follow_failures",
+            "rollway_serving_follow_failures",
             "Failed reads or swaps while following assignments (each is retried).",
             ["model_name"], registry=r,
         )  # fmt: skip

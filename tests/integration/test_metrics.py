@@ -77,7 +77,7 @@ def test_prometheus_metrics(serve: ServerFactory) -> None:
     version_dir = str(HALF_PLUS_TWO / "00000123")
     loads = samples[":tensorflow:cc:saved_model:load_attempt_count_total"]
     assert loads[(("model_path", version_dir), ("status", "success"))] == 1
-    state = samples[":rollway:serving:model_version_state"]
+    state = samples["rollway_serving_model_version_state"]
     assert state[(("model_name", "hp2"), ("version", "123"))] == 30
 
 
@@ -97,7 +97,7 @@ def test_custom_path_and_disabled(serve: ServerFactory, tmp_path: Path) -> None:
     port = free_port()
     serve(["--model_name=hp2", f"--model_base_path={HALF_PLUS_TWO}", f"--rest_api_port={port}",
            f"--monitoring_config_file={config}"])  # fmt: skip
-    assert ":rollway:serving:model_version_state" in scrape(port, "/metrics")
+    assert "rollway_serving_model_version_state" in scrape(port, "/metrics")
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/monitoring/prometheus/metrics", timeout=10)
     assert info.value.code == 400

@@ -125,7 +125,7 @@ def test_the_metrics_scrape_sums_both_workers(workers_server: tuple[ServerProces
         line = f':tensorflow:serving:request_count{{model_name="{MODEL}",status="OK"}} {requests}'
         assert line in text, text
         assert (
-            f':rollway:serving:model_version_state{{model_name="{MODEL}",version="123"}} 30' in text
+            f'rollway_serving_model_version_state{{model_name="{MODEL}",version="123"}} 30' in text
         )
 
 

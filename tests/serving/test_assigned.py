@@ -198,8 +198,8 @@ def test_a_damaged_cache_file_is_fetched_again_and_the_cold_start_is_reported(
     url = f"http://127.0.0.1:{rest}/monitoring/prometheus/metrics"
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
-    assert f':rollway:serving:fetch_bytes{{model_name="hp",version="1"}} {size}' in text
-    assert ':rollway:serving:assignment_generation{model_name="hp"} 1' in text
+    assert f'rollway_serving_fetch_bytes{{model_name="hp",version="1"}} {size}' in text
+    assert 'rollway_serving_assignment_generation{model_name="hp"} 1' in text
 
 
 @dataclass
