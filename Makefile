@@ -25,11 +25,19 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps '$(TF_SERVING_API)' '$(TF_TEXT)'
 	touch $(STAMP)
 
-# Regenerates loader/schemas/ from protos/rollway/v1/*.proto. The generated
-# modules are committed; tests/unit/test_schemas.py fails when they are stale.
+# Regenerates loader/schemas/ from protos/rollway/v1/*.proto, and the Open
+# Inference Protocol's messages (protos/inference, from Triton's definition)
+# into the v2 API. The generated modules are committed; tests/unit/test_schemas.py
+# fails when they are stale. The v2 messages are built in a descriptor pool of
+# their own (the sed): tritonclient, KServe and MLServer register the same
+# `inference.*` names in protobuf's default pool, and one process may hold
+# rollway's server and one of those clients.
 PROTO_OUT := loader/schemas
+V2_PROTO_OUT := functions/serving/api/v2/proto
 protos: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(PROTO_OUT) --pyi_out=$(PROTO_OUT) protos/rollway/v1/*.proto
+	$(PY) -m grpc_tools.protoc -Iprotos --python_out=$(V2_PROTO_OUT) --pyi_out=$(V2_PROTO_OUT) protos/inference/*.proto
+	sed -i 's/_descriptor_pool\.Default()/_descriptor_pool.DescriptorPool()/' $(V2_PROTO_OUT)/inference/*_pb2.py
 
 # make demo DEMO_STORAGE=hdfs runs it on HDFS; unset, ROLLWAY_DEMO_STORAGE or s3 applies.
 demo: $(STAMP)

@@ -5,10 +5,12 @@ checked by ``make test``):
     server.py    wiring only: flags -> sources -> manager -> data plane -> APIs
     workers/     --workers N: the supervisor (runs the sources, loads nothing)
                  and each worker's link to it; no TensorFlow, no transport
-    api/         thin protocol adapters: tfserving/ (TF Serving's gRPC and REST),
+    api/         thin protocol adapters over the same data plane: tfserving/
+                 (TF Serving's gRPC and REST) and v2/ (the Open Inference
+                 Protocol's gRPC and REST, its model repository extension);
+                 what both REST apps share (rest_calls: pool, backlog, bodies);
                  health, the profiler, the error maps (grpc_errors, http_errors);
-                 the transports: grpc_server (grpc.aio), http_server (uvicorn);
-                 room for v2/ (Open Inference Protocol) over the same data plane
+                 the transports: grpc_server (grpc.aio), http_server (uvicorn)
     dataplane/   one DataPlane (predict, classify, regress, multi_inference,
                  metadata, status, ready) with protocol-neutral types; warmup
     runtime/     TensorFlow: SavedModel reading, the Session runner, TFLite,

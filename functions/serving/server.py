@@ -52,6 +52,7 @@ from loader.model_config import ModelSpec, read_model_server_config, single_mode
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
 
+    from functions.serving.api.v2.inference import V2Api
     from functions.serving.core.assignments.source import AssignedModels
     from functions.serving.workers.link import SupervisorLink
 
@@ -110,6 +111,29 @@ class _Feed(Generic[S]):
             self.core.close()
         else:
             self.manager.close()
+
+
+def _v2_api(o: ServerOptions, plane: DataPlane, feed: _Feed[Servable]) -> V2Api:
+    """The Open Inference Protocol over ``plane``, its repository from ``feed``."""
+    from functions.serving.api.v2.inference import V2Api
+    from functions.serving.api.v2.repository import AssignedRepository, ConfigRepository
+
+    if o.assignments:
+        return V2Api(plane, AssignedRepository(feed.manager.specs), server_version=VERSION)
+
+    def served() -> Sequence[ModelSpec]:
+        specs = feed.manager.specs()
+        if feed.link is None:
+            return specs
+        # A worker's manager knows names only: its supervisor holds the base paths.
+        catalog = {s.name: s for s in _model_specs(o)}
+        return [catalog[s.name] for s in specs if s.name in catalog]
+
+    return V2Api(
+        plane,
+        ConfigRepository(served, lambda: _model_specs(o), feed.reload),
+        server_version=VERSION,
+    )
 
 
 class _Shutdown(Exception):
@@ -500,7 +524,8 @@ def _serve(
     plane = _plane(o, feed, assigned, link)
     stop = _Stop()  # a signal, or a worker's supervisor gone
     server = _grpc_server(o, reuse_port=link is not None, batching=batching)
-    _add_api_services(server, o, plane, feed, metrics)
+    v2 = _v2_api(o, plane, feed)
+    _add_api_services(server, o, plane, feed, metrics, v2)
     _add_optional_services(server, o, health)
     if link is not None:
         link.start(feed.manager, on_view=health.refresh, on_lost=stop.event.set)
@@ -513,7 +538,7 @@ def _serve(
         feed.close()
         return 1
     start_rest = functools.partial(
-        _start_rest, o, plane, metrics, metrics_path, reuse_port=link is not None
+        _start_rest, o, plane, v2, metrics, metrics_path, reuse_port=link is not None
     )
     try:
         rest = _open_ports(
@@ -586,16 +611,21 @@ def _add_api_services(
     plane: DataPlane,
     feed: _Feed[Servable],
     metrics: ServingMetrics,
+    v2: V2Api,
 ) -> None:
-    """TF Serving's PredictionService and ModelService."""
+    """TF Serving's PredictionService and ModelService, and the Open Inference
+    Protocol's GRPCInferenceService."""
     from functions.serving.api.tfserving.grpc_api import add_services  # imports TensorFlow
+    from functions.serving.api.v2 import grpc_api as v2_grpc
 
+    run = off_loop(None if _inline_inference(o) else server.executor)
+    v2_grpc.add_services(server.server, v2, metrics, run)
     add_services(
         server.server,
         plane,
         feed.reload,
         metrics,
-        off_loop(None if _inline_inference(o) else server.executor),
+        run,
         o.enable_serialization_as_tensor_content,
         reload_refusal=(
             "the served models come from --assignments; change them with the store's "
@@ -681,15 +711,22 @@ def _metrics_path(o: ServerOptions) -> str | None:
 def _start_rest(
     o: ServerOptions,
     plane: DataPlane,
+    v2: V2Api,
     metrics: ServingMetrics,
     metrics_path: str | None,
     reuse_port: bool = False,
 ) -> Any:
-    """TF Serving's REST routes on uvicorn; the server's ``close()`` drains it.
-    Raises ``BindError`` (a RollwayError) naming the address it cannot bind."""
+    """TF Serving's REST routes and the Open Inference Protocol's ``/v2`` on
+    uvicorn, sharing one pool; the server's ``close()`` drains it. Raises
+    ``BindError`` (a RollwayError) naming the address it cannot bind."""
     from functions.serving.api.http_server import Dispatcher, HttpServerOptions, serve_http
+    from functions.serving.api.rest_calls import CallRunner
     from functions.serving.api.tfserving.rest_api import RestApi, RestOptions
+    from functions.serving.api.v2.rest_api import PREFIX, V2RestApi
 
+    runner = CallRunner(
+        o.rest_api_num_threads, o.rest_api_timeout_in_ms / 1000.0, _inline_inference(o)
+    )
     app = RestApi(
         plane,
         RestOptions(
@@ -701,7 +738,9 @@ def _start_rest(
         ),
         workers=o.rest_api_num_threads,
         metrics=metrics,
+        runner=runner,
     )
+    v2_app = V2RestApi(v2, runner, o.rest_api_max_request_bytes, metrics)
     options = HttpServerOptions(
         host=o.bind_address,
         port=o.rest_api_port,
@@ -711,7 +750,7 @@ def _start_rest(
         drain_seconds=SHUTDOWN_GRACE_SECONDS,
     )
     try:
-        server = serve_http(Dispatcher(app), options)
+        server = serve_http(Dispatcher(app, {PREFIX: v2_app}), options)
     except RollwayError as err:
         app.close()
         log.error("Failed to start server. Error: %s", err.message)
