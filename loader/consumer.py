@@ -73,7 +73,7 @@ class LoaderConsumer:
         self.topics = topics
         self.source = source
         self._group = GroupConsumer(
-            replace(config, client_id=config.client_id or source), self.handle, log,
+            "loader", replace(config, client_id=config.client_id or source), self.handle, log,
             tick=self.retry_parked,
         )  # fmt: skip
 
@@ -114,4 +114,3 @@ class LoaderConsumer:
 
     def run(self) -> None:
         self._group.run()
-        log.info("loader stopped")

@@ -92,11 +92,16 @@ class _Work:
 class GroupConsumer:
     def __init__(
         self,
+        name: str,
         config: GroupConfig,
         handle: Callable[[Any], None],
         log: logging.Logger,
         tick: Callable[[], None] | None = None,
     ) -> None:
+        """``name`` ("loader", "rollout") starts its log lines: ``<name>
+        consuming <topic> as group <group>`` says the member is up (rollway up
+        and the demo wait for it)."""
+        self.name = name
         self.config = config
         self._handle = handle
         self._tick = tick
@@ -130,15 +135,15 @@ class GroupConsumer:
             fetch_max_wait_ms=c.fetch_max_wait_ms, allow_auto_create_topics=False,
         )  # fmt: skip
         consumer.subscribe([c.topic], listener=_Listener(self, consumer))
-        self._log.info("consuming %s as group %s", c.topic, c.group)
-        pool = futures.ThreadPoolExecutor(1, thread_name_prefix=f"{c.group}-work")
+        self._log.info("%s consuming %s as group %s", self.name, c.topic, c.group)
+        pool = futures.ThreadPoolExecutor(1, thread_name_prefix=f"rollway-{self.name}-work")
         try:
             while not (self._stopping.is_set() and self._work is None):
                 self._poll_once(consumer, pool)
         finally:
             pool.shutdown(wait=True)
             consumer.close(autocommit=False)
-            self._log.info("stopped consuming %s", c.topic)
+            self._log.info("%s stopped consuming %s", self.name, c.topic)
 
     # ---------------------------------------------------------------- internal
 

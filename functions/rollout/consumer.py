@@ -44,7 +44,7 @@ class RolloutConsumer:
         self.config = config
         self.sleep = sleep
         self.touched: set[str] = set()  # Services to resync
-        self._group = GroupConsumer(config, self.handle, log, tick=self.resync)
+        self._group = GroupConsumer("rollout", config, self.handle, log, tick=self.resync)
 
     def stop(self) -> None:
         """Lets the record in hand finish and commits it, then leaves the group."""
@@ -82,4 +82,3 @@ class RolloutConsumer:
     def run(self) -> None:
         log.info("rollout into namespace %s", self.rollout.namespace)
         self._group.run()
-        log.info("rollout stopped")

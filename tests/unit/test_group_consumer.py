@@ -62,7 +62,7 @@ def test_a_refused_commit_is_logged_and_the_loop_carries_on(
 
 def test_a_finished_record_commits_the_next_offset() -> None:
     consumer = Consumer({TP})
-    group = GroupConsumer(GroupConfig("b:9092", "t", "g"), lambda _: None, LOG)
+    group = GroupConsumer("loader", GroupConfig("b:9092", "t", "g"), lambda _: None, LOG)
     group._finish(consumer, _Work(done(), Record("t", 0, 7)))
     ((offsets),) = consumer.commits
     assert offsets[TP].offset == 8
@@ -70,7 +70,7 @@ def test_a_finished_record_commits_the_next_offset() -> None:
 
 def test_a_failed_record_is_sought_back_and_not_committed() -> None:
     consumer = Consumer({TP})
-    group = GroupConsumer(GroupConfig("b:9092", "t", "g"), lambda _: None, LOG)
+    group = GroupConsumer("loader", GroupConfig("b:9092", "t", "g"), lambda _: None, LOG)
     group._finish(consumer, _Work(done(OSError("store down")), Record("t", 0, 7)))
     assert consumer.seeks == [(TP, 7)]
     assert consumer.commits == []
@@ -79,7 +79,7 @@ def test_a_failed_record_is_sought_back_and_not_committed() -> None:
 
 def test_a_record_committed_by_the_revoke_is_not_committed_again() -> None:
     consumer = Consumer({TP})
-    group = GroupConsumer(GroupConfig("b:9092", "t", "g"), lambda _: None, LOG)
+    group = GroupConsumer("loader", GroupConfig("b:9092", "t", "g"), lambda _: None, LOG)
     group._finish(consumer, _Work(done(), Record("t", 0, 7), committed=True))
     assert consumer.commits == []
 
