@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(PY) -m tests.bench.bench_loader
 	$(PY) -m tests.bench.bench_serving_assigned
 	$(PY) -m tests.bench.bench_serving_compare
+	$(PY) -m tests.bench.bench_soak
 
 clean:
 	rm -rf $(VENV) tests/bench/results/*.tmp .mypy_cache .ruff_cache .pytest_cache

@@ -4,7 +4,8 @@ Python clients on the same two cores measure the client, so load comes from
 Debian's ``nghttp2-client`` (h2load) and ``wrk``. Each driver returns one
 :class:`Load`: throughput, p50 and p99 latency, completed requests and errors.
 The parsers of the tools' output are pure functions (unit-tested without the
-tools).
+tools). The ``*_paced`` drivers cap the rate, for long runs that must leave the
+cores to the servers (the soak); with rate 0 they are the plain ones.
 """
 
 from __future__ import annotations
@@ -129,18 +130,34 @@ def h2load_grpc(
     verify one real response separately (e.g. with a grpcio stub) before
     trusting the numbers.
     """
+    return h2load_grpc_paced(host, port, method, message, connections, seconds, 0, streams, threads)
+
+
+def h2load_grpc_paced(
+    host: str,
+    port: int,
+    method: str,
+    message: bytes,
+    connections: int,
+    seconds: float,
+    rate: float,
+    streams: int = 1,
+    threads: int = 1,
+) -> Load:
+    """:func:`h2load_grpc` at about ``rate`` requests/s in all (h2load's
+    ``--rps``, per connection: ``rate / connections``, at least 1), so that a
+    long run leaves CPU to the rest of the machine; ``rate`` 0 is unpaced,
+    exactly :func:`h2load_grpc`. The same caveat: ``grpc-status`` is not seen.
+    """
     ensure_tools()
     threads = max(1, min(threads, connections))
     with tempfile.TemporaryDirectory(prefix="h2load-") as tmp:
         body, log = Path(tmp) / "request.bin", Path(tmp) / "requests.log"
         body.write_bytes(grpc_frame(message))
-        argv = [
-            "h2load", f"http://{host}:{port}{method}",
-            "-c", str(connections), "-m", str(streams), "-t", str(threads),
-            "-D", f"{seconds:g}", f"--warm-up-time={WARM_UP_SECONDS:g}",
-            "-H", "content-type: application/grpc", "-H", "te: trailers",
-            "--data", str(body), f"--log-file={log}",
-        ]  # fmt: skip
+        argv = h2load_argv(
+            f"http://{host}:{port}{method}", body, log, connections, seconds, streams, threads,
+            paced_per_connection(rate, connections),
+        )  # fmt: skip
         done = subprocess.run(
             argv, check=False, capture_output=True, text=True, timeout=seconds + 60
         )
@@ -156,6 +173,38 @@ def h2load_grpc(
         requests=len(micros),
         errors=errors,
     )
+
+
+def paced_per_connection(rate: float, connections: int) -> int:
+    """Requests/s for each of ``connections`` to make about ``rate`` in all; 0 (unpaced)
+    when ``rate`` is 0, else at least 1."""
+    if rate <= 0:
+        return 0
+    return max(1, round(rate / max(1, connections)))
+
+
+def h2load_argv(
+    url: str,
+    body: Path,
+    log: Path,
+    connections: int,
+    seconds: float,
+    streams: int = 1,
+    threads: int = 1,
+    rps_per_connection: int = 0,
+) -> list[str]:
+    """h2load's command line for a gRPC POST of the framed ``body``, each request
+    logged to ``log``; ``--rps`` only when ``rps_per_connection`` is positive."""
+    argv = [
+        "h2load", url,
+        "-c", str(connections), "-m", str(streams), "-t", str(threads),
+        "-D", f"{seconds:g}", f"--warm-up-time={WARM_UP_SECONDS:g}",
+        "-H", "content-type: application/grpc", "-H", "te: trailers",
+        "--data", str(body), f"--log-file={log}",
+    ]  # fmt: skip
+    if rps_per_connection > 0:
+        argv.append(f"--rps={rps_per_connection}")
+    return argv
 
 
 # Prints one machine-readable line when wrk finishes: latencies are microseconds.
@@ -203,6 +252,13 @@ def wrk_script(body_path: Path, content_type: str) -> str:
     return _WRK_SCRIPT.format(content_type=content_type, body=str(body_path))
 
 
+def wrk_paced_script(body_path: Path, content_type: str, delay_ms: float) -> str:
+    """:func:`wrk_script` whose connections each wait ``delay_ms`` after a response
+    before the next request (wrk's ``delay`` hook; latency excludes the wait)."""
+    hook = f"delay = function() return {max(0, round(delay_ms))} end\n" if delay_ms > 0 else ""
+    return wrk_script(body_path, content_type) + hook
+
+
 def wrk_post(
     url: str,
     body: bytes,
@@ -216,12 +272,30 @@ def wrk_post(
     count as errors; percentiles are wrk's (its ``--latency`` histogram, over
     all responses), throughput counts successful responses only.
     """
+    return wrk_post_paced(url, body, connections, seconds, 0, threads, content_type)
+
+
+def wrk_post_paced(
+    url: str,
+    body: bytes,
+    connections: int,
+    seconds: float,
+    rate: float,
+    threads: int = 1,
+    content_type: str = "application/json",
+) -> Load:
+    """:func:`wrk_post` at no more than about ``rate`` requests/s in all: each
+    connection waits ``connections / rate`` seconds after each response (so the
+    rate reached is a little lower, by the response time); ``rate`` 0 is
+    unpaced, exactly :func:`wrk_post`.
+    """
     ensure_tools()
     threads = max(1, min(threads, connections))
+    delay_ms = 1000.0 * connections / rate if rate > 0 else 0.0
     with tempfile.TemporaryDirectory(prefix="wrk-") as tmp:
         body_path, script = Path(tmp) / "body", Path(tmp) / "post.lua"
         body_path.write_bytes(body)
-        script.write_text(wrk_script(body_path, content_type))
+        script.write_text(wrk_paced_script(body_path, content_type, delay_ms))
         argv = [
             "wrk", "-c", str(connections), "-t", str(threads), "-d", f"{max(1, round(seconds))}s",
             "--latency", "-s", str(script), url,

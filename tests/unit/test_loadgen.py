@@ -9,10 +9,13 @@ import pytest
 from tests.bench.loadgen import (
     Load,
     grpc_frame,
+    h2load_argv,
+    paced_per_connection,
     parse_h2load_log,
     parse_h2load_summary,
     parse_wrk_output,
     percentile_ms,
+    wrk_paced_script,
     wrk_script,
 )
 
@@ -74,3 +77,26 @@ def test_wrk_script_posts_the_body_file() -> None:
     assert 'wrk.method = "POST"' in script
     assert 'io.open("/tmp/body.json", "rb")' in script
     assert 'wrk.headers["Content-Type"] = "application/json"' in script
+
+
+def test_h2load_argv_adds_rps_only_when_paced() -> None:
+    plain = h2load_argv("http://127.0.0.1:1/m", Path("/b"), Path("/l"), 8, 5.0)
+    assert plain[:2] == ["h2load", "http://127.0.0.1:1/m"]
+    assert "--data" in plain and "--log-file=/l" in plain
+    assert not any(arg.startswith("--rps") for arg in plain)
+    paced = h2load_argv("http://127.0.0.1:1/m", Path("/b"), Path("/l"), 8, 5.0, 1, 1, 40)
+    assert paced == [*plain, "--rps=40"]
+
+
+@pytest.mark.parametrize(
+    ("rate", "connections", "expected"), [(0, 8, 0), (320, 8, 40), (3, 8, 1), (100, 0, 100)]
+)
+def test_paced_per_connection(rate: float, connections: int, expected: int) -> None:
+    assert paced_per_connection(rate, connections) == expected
+
+
+def test_wrk_paced_script_adds_a_delay_hook() -> None:
+    plain = wrk_script(Path("/tmp/body.json"), "application/json")
+    assert wrk_paced_script(Path("/tmp/body.json"), "application/json", 0) == plain
+    paced = wrk_paced_script(Path("/tmp/body.json"), "application/json", 25.4)
+    assert paced == plain + "delay = function() return 25 end\n"
