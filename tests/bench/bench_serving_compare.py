@@ -63,6 +63,10 @@ MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 REST_BODY = json.dumps(
     {"instances": [[1.0]]}
 ).encode()  # the same body for TF Serving and KServe v1
+# Open Inference Protocol (v2) REST: the same x = [[1.0]], for rollway and KServe.
+REST_V2_BODY = json.dumps(
+    {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [1.0]}]}
+).encode()
 STARTUP_TIMEOUT_S = 180.0
 
 SERVERS: dict[str, str] = {
@@ -135,7 +139,7 @@ def targets(rows: Mapping[str, Any]) -> list[Target]:
             Target(f"2 workers gRPC@32 / KServe gRPC@32{tag}", _ratio(two, ks_grpc), ">=", 4.0),
             Target(f"2 workers gRPC@32 / aio constant@32{tag}", _ratio(two, g["aio"]), ">=", 0.55),
         ]
-    return found
+    return found + v2_ratios(rows)
 
 
 # ----------------------------------------------------------- markdown (pure)
@@ -199,6 +203,19 @@ def markdown(document: Mapping[str, Any]) -> str:
         row = rows[key]
         cells = [_cell(row, p, c) for p in ("grpc", "rest") for c in CONNECTIONS]
         lines.append(f"| {label} | {' | '.join(cells)} | {_notes(key, row)} |")
+    lines += [
+        "", "## Open Inference Protocol (v2)", "",
+        "The same model and load generators: gRPC `ModelInfer` with typed contents (the request "
+        "KServe's probe sends), REST `POST /v2/models/half_plus_two/infer` with JSON tensors. "
+        "KServe's gRPC row is its only gRPC API, v2.", "",
+        "| server | gRPC v2 @8 | gRPC v2 @32 | REST v2 @8 | REST v2 @32 |",
+        "|---|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    for key in V2_SERVERS:
+        if key in rows:
+            row = rows[key]
+            cells = [_cell(row, v2_protocol(key, p), c) for p in V2_PROTOCOLS for c in CONNECTIONS]
+            lines.append(f"| {SERVERS[key]} | {' | '.join(cells)} |")
     lines += ["", "## Targets", "", "| ratio | value | target | result |", "|---|---:|---:|---|"]
     for t in document["targets"]:
         target = Target(t["name"], t["value"], t["op"], t["threshold"])
@@ -209,6 +226,27 @@ def markdown(document: Mapping[str, Any]) -> str:
     if meta.get("notes"):
         lines += ["", *meta["notes"]]
     return "\n".join(lines) + "\n"
+
+
+V2_SERVERS = ("kserve", "rollway", "rollway2")
+V2_PROTOCOLS = ("grpc_v2", "rest_v2")
+
+
+def v2_protocol(key: str, protocol: str) -> str:
+    """Where a row keeps ``protocol``: KServe's only gRPC API is v2, kept as ``grpc``."""
+    return "grpc" if (key, protocol) == ("kserve", "grpc_v2") else protocol
+
+
+def v2_ratios(rows: Mapping[str, Any]) -> list[Target]:
+    """rollway's v2 against KServe's v2 at 32 connections. Issue 16 sets no
+    figure; the target is what a user replacing KServe expects: no slower."""
+    found = []
+    for protocol, name in (("grpc_v2", "gRPC"), ("rest_v2", "REST")):
+        ks = load_at(rows, "kserve", v2_protocol("kserve", protocol), 32)
+        for key, label in (("rollway", "1 worker"), ("rollway2", "2 workers")):
+            value = _ratio(load_at(rows, key, protocol, 32), ks)
+            found.append(Target(f"{label} v2 {name}@32 / KServe v2 {name}@32", value, ">=", 1.0))
+    return found
 
 
 def merge_rows(previous: Mapping[str, Any], fresh: Mapping[str, Any]) -> dict[str, Any]:
@@ -352,6 +390,51 @@ def check_rest(url: str) -> None:
         raise RuntimeError(f"REST predict answered {body}")
 
 
+def model_infer_request() -> bytes:
+    """The ModelInferRequest KServe's probe sends (x = [[1.0]], typed contents)."""
+    from functions.serving.api.v2.proto.inference import grpc_service_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=MODEL)
+    tensor = request.inputs.add(name="x", datatype="FP32", shape=[1, 1])
+    tensor.contents.fp32_contents.append(1.0)
+    return request.SerializeToString()
+
+
+def check_model_infer(port: int, request: bytes, timeout: float = 10.0) -> None:
+    """One v2 gRPC ModelInfer with grpcio; raises unless y == [2.5] in raw_output_contents."""
+    import grpc
+    import numpy as np
+
+    from functions.serving.api.v2.proto.inference import grpc_service_pb2 as pb
+
+    with grpc.insecure_channel(f"{LOOPBACK}:{port}") as channel:
+        call = channel.unary_unary(
+            MODEL_INFER,
+            request_serializer=None,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+        reply = call(request, timeout=timeout, wait_for_ready=True)
+    y = (
+        np.frombuffer(reply.raw_output_contents[0], "<f4").tolist()
+        if reply.raw_output_contents
+        else None
+    )
+    if y != [EXPECTED]:
+        raise RuntimeError(f"ModelInfer answered {y} (outputs {[o.name for o in reply.outputs]})")
+
+
+def check_rest_v2(url: str) -> None:
+    """One v2 REST infer with urllib; raises unless the one output's data == [2.5]."""
+    request = urllib.request.Request(
+        url, data=REST_V2_BODY, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        body = json.loads(reply.read())
+    data = [o.get("data") for o in body.get("outputs", [])]
+    if data != [[EXPECTED]]:
+        raise RuntimeError(f"v2 infer answered {body}")
+
+
 def http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=2) as reply:
         return bool(reply.status == 200)
@@ -371,13 +454,13 @@ def measure_grpc(port: int, method: str, message: bytes, seconds: float) -> dict
     return out
 
 
-def measure_rest(url: str, seconds: float) -> dict[str, Any]:
+def measure_rest(url: str, seconds: float, body: bytes = REST_BODY) -> dict[str, Any]:
     from tests.bench.loadgen import wrk_post
 
     out = {}
     for connections in CONNECTIONS:
         print(f"    REST, {connections} connections ...", flush=True)
-        out[str(connections)] = asdict(wrk_post(url, REST_BODY, connections, seconds))
+        out[str(connections)] = asdict(wrk_post(url, body, connections, seconds))
     return out
 
 
@@ -443,8 +526,9 @@ def _bench_grpc_baseline(work: Path, seconds: float, module: str, argument: str)
 
 
 def bench_rollway(
-    work: Path, seconds: float, workers: int, extra: Sequence[str] = ()
+    work: Path, seconds: float, workers: int, extra: Sequence[str] = (), v2: bool = False
 ) -> dict[str, Any]:
+    """TF Serving's gRPC and REST APIs; with ``v2``, the Open Inference Protocol too."""
     from functions.serving.process import ServerProcess
 
     rest_port, request = free_port(), predict_request()
@@ -471,6 +555,13 @@ def bench_rollway(
         checked(row, "grpc", lambda: check_predict(server.port, request),
                 lambda: measure_grpc(server.port, PREDICT, request, seconds))  # fmt: skip
         checked(row, "rest", lambda: check_rest(url), lambda: measure_rest(url, seconds))
+        if v2:
+            infer = model_infer_request()
+            checked(row, "grpc_v2", lambda: check_model_infer(server.port, infer),
+                    lambda: measure_grpc(server.port, MODEL_INFER, infer, seconds))  # fmt: skip
+            v2_url = f"http://{LOOPBACK}:{rest_port}/v2/models/{MODEL}/infer"
+            checked(row, "rest_v2", lambda: check_rest_v2(v2_url),
+                    lambda: measure_rest(v2_url, seconds, REST_V2_BODY))  # fmt: skip
     finally:
         server.stop()
     return row
@@ -575,6 +666,9 @@ def bench_kserve(work: Path, seconds: float, meta: dict[str, Any]) -> dict[str, 
         checked(row, "grpc", check_grpc, load_grpc)
         url = f"{base}:predict"
         checked(row, "rest", lambda: check_rest(url), lambda: measure_rest(url, seconds))
+        v2_url = f"http://{LOOPBACK}:{http_port}/v2/models/{MODEL}/infer"
+        checked(row, "rest_v2", lambda: check_rest_v2(v2_url),
+                lambda: measure_rest(v2_url, seconds, REST_V2_BODY))  # fmt: skip
     return row
 
 
@@ -695,8 +789,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "aio": lambda: bench_aio(work, args.seconds),
             "naive": lambda: bench_naive(work, args.seconds),
             "kserve": lambda: bench_kserve(work, args.seconds, meta),
-            "rollway": lambda: bench_rollway(work, args.seconds, 1),
-            "rollway2": lambda: bench_rollway(work, args.seconds, 2),
+            "rollway": lambda: bench_rollway(work, args.seconds, 1, v2=True),
+            "rollway2": lambda: bench_rollway(work, args.seconds, 2, v2=True),
             "rollway_caller": lambda: bench_rollway(work, args.seconds, 1, CALLER_THREAD),
             "rollway2_caller": lambda: bench_rollway(work, args.seconds, 2, CALLER_THREAD),
         }

@@ -99,8 +99,9 @@ def test_markdown_has_a_row_per_server_and_the_targets() -> None:
     assert "| 1 worker gRPC@32 / KServe gRPC@32 | 3.00x | >= 2.5x | met |" in lines
     assert "| 2 workers gRPC@32 / aio constant@32 | 0.50x | >= 0.55x | missed |" in lines
     assert "KServe 0.21.0" in text and "A note." in text
+    first_table = lines[: lines.index("## Open Inference Protocol (v2)")]
     server_rows = [
-        line for line in lines if any(line.startswith(f"| {s} |") for s in SERVERS.values())
+        line for line in first_table if any(line.startswith(f"| {s} |") for s in SERVERS.values())
     ]
     assert [line.split(" | ")[0][2:] for line in server_rows] == [
         SERVERS[k] for k in ("raw", "aio", "naive", "kserve", "rollway", "rollway2")
@@ -130,3 +131,23 @@ def test_parse_only() -> None:
     assert parse_only("rollway, kserve") == ["kserve", "rollway"]
     with pytest.raises(ValueError, match="nope"):
         parse_only("rollway,nope")
+
+
+def test_v2_rows_and_ratios_read_kserve_grpc_as_its_v2() -> None:
+    rows = {
+        "kserve": {**row(1000, 1000), "rest_v2": {"8": load(400), "32": load(800)}},
+        "rollway": {
+            **row(3000, 2500),
+            "grpc_v2": {"8": load(1000), "32": load(2000)},
+            "rest_v2": {"8": load(1000), "32": load(1600)},
+        },
+    }
+    found = by_name(targets(rows))
+    assert found["1 worker v2 gRPC@32 / KServe v2 gRPC@32"].value == pytest.approx(2.0)
+    assert found["1 worker v2 REST@32 / KServe v2 REST@32"].value == pytest.approx(2.0)
+    assert found["2 workers v2 REST@32 / KServe v2 REST@32"].status == "n/a"
+    lines = markdown(document(rows)).splitlines()
+    v2 = lines[lines.index("## Open Inference Protocol (v2)") :]
+    kserve = next(line for line in v2 if line.startswith(f"| {SERVERS['kserve']} |"))
+    assert kserve.startswith(f"| {SERVERS['kserve']} | 500 (p99 1.00 ms) | 1,000 (p99 1.00 ms) |")
+    assert kserve.endswith("| 400 (p99 1.00 ms) | 800 (p99 1.00 ms) |")
