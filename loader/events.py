@@ -97,16 +97,6 @@ def decode_data(value: bytes, message: M) -> M:
     return message
 
 
-def decode_model_published(value: bytes) -> ModelPublished:
-    """The ModelPublished in a record value; InvalidArgument names what is wrong."""
-    event = decode_data(value, ModelPublished())
-    if not event.model or not event.version_uri or event.version < 0:
-        raise InvalidArgument(
-            "ModelPublished event needs a model, a version >= 0 and a version_uri"
-        )
-    return event
-
-
 def header(headers: list[tuple[str, bytes]], name: str) -> str | None:
     """A Kafka header's value as text (the last one wins, as in CloudEvents)."""
     value = None

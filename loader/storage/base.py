@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 from urllib.parse import urlsplit
@@ -155,7 +155,3 @@ def redact_text(text: str) -> str:
     """``text`` with the user info of every URL in it (``//user:secret@host``)
     replaced: ``redact`` for free text such as log lines and error messages."""
     return _USERINFO.sub(r"\1<redacted>@", text)
-
-
-def keys(infos: Iterable[ObjectInfo]) -> list[str]:
-    return [info.key for info in infos]

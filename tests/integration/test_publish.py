@@ -15,9 +15,10 @@ import pytest
 from kafka import KafkaConsumer
 
 from loader import layout
-from loader.events import MODEL_PUBLISHED, decode_model_published
+from loader.events import MODEL_PUBLISHED, decode_data
 from loader.manifest import MANIFEST_NAME, decode
 from loader.publish import publish_version
+from loader.schemas.rollway.v1.events_pb2 import ModelPublished
 from loader.storage import open_storage
 from loader.verify import Verdict, verify_version
 from tests.conftest import BAD_HALF_PLUS_TWO, HALF_PLUS_TWO, REPO
@@ -170,7 +171,7 @@ def test_publish_announces_the_version_on_kafka(
     assert record.key == b"announced"
     assert headers["ce_type"] == MODEL_PUBLISHED.encode()
     assert headers["content-type"] == b"application/json"
-    event = decode_model_published(record.value)
+    event = decode_data(record.value, ModelPublished())
     assert (event.model, event.version) == ("announced", 123)
     assert event.version_uri == backend.version_uri("announced/123")
     assert event.file_count == 4

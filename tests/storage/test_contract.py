@@ -13,7 +13,7 @@ import io
 import os
 import threading
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -21,10 +21,13 @@ from typing import BinaryIO
 import pytest
 
 from loader.errors import InvalidArgument, NotFound
-from loader.storage import Storage, open_storage
-from loader.storage.base import keys
+from loader.storage import ObjectInfo, Storage, open_storage
 
 MiB = 1024 * 1024
+
+
+def keys(infos: Iterable[ObjectInfo]) -> list[str]:
+    return [info.key for info in infos]
 
 
 @pytest.fixture(params=["local", "s3", "hdfs", "webhdfs"])
