@@ -31,12 +31,11 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import re
-import time
 
 from google.protobuf import json_format
 
+from loader import backoff
 from loader.assign import Update
 from loader.errors import (
     DataLoss,
@@ -56,6 +55,8 @@ HISTORY_LIMIT = 20
 ASSIGNMENTS_DIR = f"{STATE_DIR}/assignments"
 MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
 DEFAULT_RETRIES = 32
+# Between lost races: writers of one model collide again unless spread (full jitter).
+LOST_RACES = backoff.Backoff(initial_seconds=0.002, max_seconds=0.2)
 
 _GENERATION_NAME = re.compile(r"([0-9]{20})\.json")
 _log = logging.getLogger(__name__)
@@ -149,24 +150,32 @@ def commit(
     lost races.
     """
     check_model(model)
-    for attempt in range(retries + 1):
-        previous = read(storage, model)
-        proposed = update(_copy(previous))
-        if proposed is None:
-            if previous is not None:
-                repair(storage, model, previous)
-            return None
-        document = _successor(model, previous, proposed)
-        generation = document.current.generation
-        if storage.create_if_absent(generation_key(model, generation), encode(document)):
-            if _confirm(storage, model, document):
-                return document
-            _withdraw(storage, model, generation)
-        time.sleep(random.uniform(0, min(0.2, 0.002 * 2**attempt)))
+    what = f"committing the assignment of {model}"
+    for attempt in backoff.retrying(
+        LOST_RACES, retry_on=_Lost, max_attempts=retries + 1, what=what
+    ):
+        with attempt:
+            previous = read(storage, model)
+            proposed = update(_copy(previous))
+            if proposed is None:
+                if previous is not None:
+                    repair(storage, model, previous)
+                return None
+            document = _successor(model, previous, proposed)
+            generation = document.current.generation
+            if storage.create_if_absent(generation_key(model, generation), encode(document)):
+                if _confirm(storage, model, document):
+                    return document
+                _withdraw(storage, model, generation)
+            raise _Lost
     raise Unavailable(
         f"gave up committing the assignment of {model} in {storage.uri}: "
         f"{retries + 1} concurrent writers won first"
     )
+
+
+class _Lost(Exception):
+    """Another writer claimed the generation first: read again and retry."""
 
 
 def repair(storage: Storage, model: str, document: AssignmentDocument | None = None) -> bool:

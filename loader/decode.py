@@ -32,6 +32,12 @@ credentials, query, fragment, ``%``, ``\\``, control characters and empty,
 ``[A-Za-z0-9._-]{1,255}`` but not ``.`` or ``..``; versions are digits up to
 int64. A value over ``MAX_EVENT_BYTES`` is rejected before it is parsed. With no
 roots configured every delivery is rejected (fail closed).
+
+A ModelPublished CloudEvent is decoded by the cloudevents SDK
+(``loader.events.from_kafka_headers``, or ``from_http_headers`` for one that a
+KafkaSource forwards as itself), which checks its attributes as CloudEvents
+1.0 says; this module adds rollway's rules on top (a printable id of at most
+``MAX_ID_CHARS``, JSON data) and parses the data itself, strictly.
 """
 
 from __future__ import annotations
@@ -40,11 +46,12 @@ import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from cloudevents.core.base import BaseCloudEvent
 from google.protobuf import json_format
 
 from loader.decode_minio import (
@@ -52,27 +59,28 @@ from loader.decode_minio import (
     ArchiveFormat,
     Malformed,
     ObjectEvent,
-    Skip,
+    OtherObject,
     archive_of,
     is_notification,
     object_events,
     shown,
 )
 from loader.errors import ConfigError, InvalidArgument
-from loader.events import EVENT_TYPES, MODEL_PUBLISHED, header
+from loader.events import (
+    EVENT_TYPES,
+    KAFKASOURCE_TYPE,
+    MODEL_PUBLISHED,
+    from_http_headers,
+    from_kafka_headers,
+    header,
+    kafkasource_record,
+)
 from loader.schemas.rollway.v1.events_pb2 import ModelPublished
 from loader.storage import BACKENDS, redact, scheme_of
 from loader.versions import parse_version
 
 MAX_EVENT_BYTES = 1024 * 1024  # for the value, and again for key plus headers
 MAX_ID_CHARS = 1024
-KAFKASOURCE_TYPE = "dev.knative.kafka.event"
-_KAFKAHEADER = "ce-kafkaheader"
-# KafkaSource squashes Kafka header names ("ce_type" -> "cetype"); undo it for ours.
-_SQUASHED = {
-    **{f"ce{a}": f"ce_{a}" for a in ("specversion", "id", "source", "type", "subject", "time")},
-    "contenttype": "content-type",
-}
 _OTHER_ROLLWAY_TYPES = frozenset(EVENT_TYPES.values()) - {MODEL_PUBLISHED}
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -181,6 +189,14 @@ class DecodeConfig:
 
 
 def decode_record(record: IncomingRecord, config: DecodeConfig) -> list[Decision]:
+    return _decode(record, config, lambda: from_kafka_headers(record.headers, record.value or b""))
+
+
+def _decode(
+    record: IncomingRecord, config: DecodeConfig, read_event: Callable[[], BaseCloudEvent]
+) -> list[Decision]:
+    """``decode_record``, with ``read_event`` decoding the record's CloudEvent by
+    the binding it came in (called only after the size checks)."""
     source = _clean(record.source_record)
     if not config.roots:
         reason = "no store roots are configured (DecodeConfig.roots is empty): rejecting all"
@@ -196,7 +212,7 @@ def decode_record(record: IncomingRecord, config: DecodeConfig) -> list[Decision
         return [Rejected(reason, source_record=source)]
     ce_type = _header(record, "ce_type")
     if ce_type is not None:
-        return [_cloud_event(ce_type, record, config, source)]
+        return [_cloud_event(ce_type, record, config, source, read_event)]
     document = _parse_json(record.value)
     if isinstance(document, str):
         return [Rejected(f"event {document}", source_record=source)]
@@ -211,45 +227,56 @@ def decode_record(record: IncomingRecord, config: DecodeConfig) -> list[Decision
 
 def decode_http(headers: Mapping[str, str], body: bytes, config: DecodeConfig) -> list[Decision]:
     """A binary-mode CloudEvent POSTed by a KafkaSource: a plain record wrapped as
-    ``dev.knative.kafka.event``, or a record that was a CloudEvent, as itself."""
+    ``dev.knative.kafka.event``, or a record that was a CloudEvent, as itself.
+
+    Either way the SDK's HTTP binding decodes the CloudEvent; a wrapped record
+    is then taken out of it (``events.kafkasource_record``) and decoded as
+    Kafka records are. A record that comes as itself gets the checks of
+    ``decode_record`` (sizes, type) before the SDK reads it."""
     lower = {str(name).lower(): str(value) for name, value in headers.items()}
     if "ce-type" not in lower:
         return [Rejected("HTTP delivery has no ce-type header (a binary-mode CloudEvent)")]
-    wrapped = lower["ce-type"] == KAFKASOURCE_TYPE
-    pairs: list[tuple[str, str]] = []
-    for name, value in lower.items():
-        if wrapped and name.startswith(_KAFKAHEADER):
-            squashed = name[len(_KAFKAHEADER) :]
-            pairs.append((_SQUASHED.get(squashed, squashed), value))
-        elif not wrapped and name.startswith("ce-"):
-            pairs.append(("ce_" + name[3:], value))
-    if "content-type" in lower:
-        pairs.append(("content-type", lower["content-type"]))
-    key = lower.get("ce-key", lower.get("ce-partitionkey")) if wrapped else None
-    record = IncomingRecord(
-        key=None if key is None else _bytes(key),
-        value=body,
-        headers=[(name, _bytes(value)) for name, value in pairs],
-        origin=lower.get("ce-id", "") if wrapped else "",
-    )
+    size = sum(len(name) + len(value) for name, value in lower.items())
+    if size > MAX_EVENT_BYTES:
+        return [Rejected(f"HTTP headers are {size} bytes, over MAX_EVENT_BYTES; not parsed")]
+    if lower["ce-type"] != KAFKASOURCE_TYPE:
+        # Its ce_* twin, for decode_record's checks and provenance; the SDK's
+        # HTTP binding decodes the event itself.
+        pairs = [("ce_" + n[3:], value) for n, value in lower.items() if n.startswith("ce-")]
+        if "content-type" in lower:
+            pairs.append(("content-type", lower["content-type"]))
+        twin = IncomingRecord(None, body, [(name, _bytes(value)) for name, value in pairs])
+        return _decode(twin, config, lambda: from_http_headers(lower, body))
+    try:
+        delivery = from_http_headers(lower, body)
+    except InvalidArgument as err:
+        return [Rejected(f"KafkaSource delivery is {err.message}")]
+    key, record_headers = kafkasource_record(delivery)
+    record = IncomingRecord(key, body, record_headers, origin=delivery.get_id())
     return decode_record(record, config)
 
 
 def _cloud_event(
-    ce_type: str, record: IncomingRecord, config: DecodeConfig, source: str
+    ce_type: str,
+    record: IncomingRecord,
+    config: DecodeConfig,
+    source: str,
+    read_event: Callable[[], BaseCloudEvent],
 ) -> Decision:
     if ce_type in _OTHER_ROLLWAY_TYPES:
         return Ignored(f"a {ce_type} event is not for the loader")
     if ce_type != MODEL_PUBLISHED:
         return Rejected(f"unknown CloudEvent type (ce_type) {shown(ce_type)}", source_record=source)
-    event_id = _header(record, "ce_id") or ""
-    specversion = _header(record, "ce_specversion")
-    content_type = (_header(record, "content-type") or "application/json").split(";")[0]
+    try:
+        event = read_event()  # specversion 1.0, an id, a source, valid attributes
+    except InvalidArgument as err:
+        raw_id = _header(record, "ce_id") or ""
+        return Rejected(err.message, source_record=source, event_id=_clean(raw_id))
+    event_id = event.get_id()
+    content_type = (event.get_datacontenttype() or "application/json").split(";")[0]
     problem = ""
-    if specversion != "1.0":
-        problem = f"CloudEvent ce_specversion {shown(specversion or '')} is not '1.0'"
-    elif not event_id or len(event_id) > MAX_ID_CHARS or not event_id.isprintable():
-        problem = f"CloudEvent ce_id {shown(event_id)} is empty, too long or not printable"
+    if len(event_id) > MAX_ID_CHARS or not event_id.isprintable():
+        problem = f"CloudEvent ce_id {shown(event_id)} is too long or not printable"
     elif content_type.strip().lower() != "application/json":
         problem = f"content-type {shown(content_type)} is not application/json"
     document = "" if problem else _parse_json(record.value or b"")
@@ -312,9 +339,9 @@ def _model_published_problem(
 
 
 def _from_minio(
-    event: ObjectEvent | Skip | Malformed, config: DecodeConfig, source: str
+    event: ObjectEvent | OtherObject | Malformed, config: DecodeConfig, source: str
 ) -> Decision:
-    if isinstance(event, Skip):
+    if isinstance(event, OtherObject):
         return Ignored(event.reason)
     if isinstance(event, Malformed):
         return Rejected(event.reason, source_record=source)

@@ -12,7 +12,7 @@ record key ``<bucket>/<key>``. ``Records[i].s3.object.key`` is URL-encoded
 - ``ObjectEvent``: an ``s3:ObjectCreated:*`` on ``<dirs>/<model>/<version>/rollway-manifest.json``
   (a version directory is complete) or on ``<dirs>/<model>/<version>.<ext>.sha256``
   (an archive is complete: its digest file is written after it);
-- ``Skip``: well formed, but no such object (another file, a removal). Decided
+- ``OtherObject``: well formed, but no such object (another file, a removal). Decided
   from the event name and the key's last segment alone, because most records
   of a publish are for the version's other files;
 - ``Malformed``: a record the loader would act on, but cannot read.
@@ -59,7 +59,9 @@ class ObjectEvent:
 
 
 @dataclass(frozen=True)
-class Skip:
+class OtherObject:
+    """Not a manifest or an archive digest being created: nothing to load."""
+
     reason: str
 
 
@@ -87,7 +89,7 @@ def archive_of(name: str) -> tuple[str, ArchiveFormat] | None:
 
 def object_events(
     document: dict[str, Any], record_key: str | None
-) -> list[ObjectEvent | Skip | Malformed]:
+) -> list[ObjectEvent | OtherObject | Malformed]:
     records = document.get("Records")
     if not isinstance(records, list) or not records:
         return [Malformed("MinIO notification has no Records list")]
@@ -99,7 +101,7 @@ def object_events(
     return events
 
 
-def _event(index: int, record: Any) -> ObjectEvent | Skip | Malformed:
+def _event(index: int, record: Any) -> ObjectEvent | OtherObject | Malformed:
     where = f"Records[{index}]"
     if not isinstance(record, dict):
         return Malformed(f"{where} is not a JSON object")
@@ -107,7 +109,7 @@ def _event(index: int, record: Any) -> ObjectEvent | Skip | Malformed:
     if not isinstance(name, str):
         return Malformed(f"{where} has no eventName")
     if not name.startswith(CREATED):
-        return Skip(f"{shown(name)} is not an object creation")
+        return OtherObject(f"{shown(name)} is not an object creation")
     s3 = _object(record.get("s3"))
     raw_key = _object(s3.get("object")).get("key")
     if not isinstance(raw_key, str):
@@ -121,11 +123,11 @@ def _event(index: int, record: Any) -> ObjectEvent | Skip | Malformed:
     else:
         archive = archive_of(leaf[: -len(DIGEST_SUFFIX)]) if leaf.endswith(DIGEST_SUFFIX) else None
         if archive is None:
-            return Skip(f"{shown(key)} is not a version manifest or an archive digest")
+            return OtherObject(f"{shown(key)} is not a version manifest or an archive digest")
         version, archive_format = archive
         if not (version.isascii() and version.isdigit()):
             # ".sha256" is a common name; only "<version>.<ext>.sha256" is ours.
-            return Skip(f"{shown(key)} is not the digest of a version archive")
+            return OtherObject(f"{shown(key)} is not the digest of a version archive")
         model, path = parent.rpartition("/")[2], key[: -len(DIGEST_SUFFIX)]
     bucket = _object(s3.get("bucket")).get("name")
     if not isinstance(bucket, str) or not bucket:

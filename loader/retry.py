@@ -8,7 +8,7 @@ consumer can commit the record's offset, and any loader process may pick the
 version up again later. After ``deadline`` from the first attempt the version
 is rejected for good.
 
-``next_attempt`` is the pure backoff policy; ``Parking`` holds the records.
+``next_attempt`` is the pure schedule; ``Parking`` holds the records.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
+from loader.backoff import Backoff
 from loader.errors import NotFound
 from loader.storage import Storage
 
@@ -25,10 +26,18 @@ PENDING_DIR = "_rollway/pending"
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """When a parked version is tried again: ``backoff`` without jitter, since
+    ``next_at`` is a durable schedule, stored and reported as computed; loaders
+    that retry one record together are harmless (see ``Parking``)."""
+
     initial_seconds: float = 5.0
     max_seconds: float = 300.0
     multiplier: float = 2.0
     deadline_seconds: float = 1800.0  # 30 min; then the version is rejected
+
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(self.initial_seconds, self.max_seconds, self.multiplier, jitter=False)
 
 
 @dataclass(frozen=True)
@@ -49,10 +58,7 @@ def next_attempt(policy: RetryPolicy, first_seen: float, attempts: int, now: flo
     deadline has passed (the caller then rejects the version). Pure."""
     if now - first_seen >= policy.deadline_seconds:
         return None
-    delay = min(
-        policy.max_seconds, policy.initial_seconds * policy.multiplier ** max(0, attempts - 1)
-    )
-    return min(now + delay, first_seen + policy.deadline_seconds)
+    return min(now + policy.backoff.delay(attempts), first_seen + policy.deadline_seconds)
 
 
 def pending_key(model: str, version: int) -> str:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import enum
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from functions.rollout.service import API_VERSION, KIND, Service, check_service
+from loader import backoff
 from loader.errors import (
     ConfigError,
     InvalidArgument,
@@ -49,6 +49,8 @@ from loader.errors import (
 
 GROUP, VERSION, PLURAL = "serving.knative.dev", "v1", "services"
 DEFAULT_ATTEMPTS = 5
+# Between conflicting writes: other writers of the Service retry too (full jitter).
+CONFLICTS = backoff.Backoff(initial_seconds=0.1, max_seconds=1.0)
 REQUEST_TIMEOUT_SECONDS = 30.0
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 # In a checkout; images pass --template (ROLLWAY_ROLLOUT_TEMPLATE) instead.
@@ -102,43 +104,53 @@ def apply(
     """Runs the loop above for Service ``namespace/name``; raises what ``compute``
     raises, or the RollwayError of a failed call."""
     where = f"Service {namespace}/{name}"
-    for attempt in range(1, attempts + 1):
-        current = get(api, namespace, name)
-        if current is None and not create:
-            return Applied(namespace, name, Outcome.ABSENT, None, attempt)
-        desired = compute(current)
-        if desired is None:
-            return Applied(namespace, name, Outcome.ABSENT if current is None else
-                           Outcome.UNCHANGED, current, attempt)  # fmt: skip
-        if problems := check_service(desired):
-            raise InvalidArgument(f"the planned {where} breaks Knative's rules: {problems}")
-        try:
-            if current is None:
-                body = {**desired, "metadata": {**desired["metadata"], "namespace": namespace}}
-                created = api.create_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    PLURAL,
-                    body,
-                    _request_timeout=REQUEST_TIMEOUT_SECONDS,
-                )
-                return Applied(namespace, name, Outcome.CREATED, created, attempt)
-            patch = service_patch(current, desired)
-            if patch is None:
-                return Applied(namespace, name, Outcome.UNCHANGED, current, attempt)
-            patched = api.patch_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name, patch,
-                _request_timeout=REQUEST_TIMEOUT_SECONDS,
-            )  # fmt: skip
-            return Applied(namespace, name, Outcome.PATCHED, patched, attempt)
-        except Exception as err:
-            if status_of(err) not in (404, 409):  # 404: deleted since the GET
-                raise api_error(err, where) from None
-            log.info("%s changed while being written (HTTP %s), attempt %d of %d",
-                     where, status_of(err), attempt, attempts)  # fmt: skip
-        sleep(random.uniform(0, min(1.0, 0.05 * 2**attempt)))
+    for retry in backoff.retrying(
+        CONFLICTS, retry_on=_Changed, max_attempts=attempts, what=f"writing {where}", sleep=sleep
+    ):
+        with retry:
+            attempt = retry.retry_state.attempt_number
+            current = get(api, namespace, name)
+            if current is None and not create:
+                return Applied(namespace, name, Outcome.ABSENT, None, attempt)
+            desired = compute(current)
+            if desired is None:
+                return Applied(namespace, name, Outcome.ABSENT if current is None else
+                               Outcome.UNCHANGED, current, attempt)  # fmt: skip
+            if problems := check_service(desired):
+                raise InvalidArgument(f"the planned {where} breaks Knative's rules: {problems}")
+            try:
+                return _write(api, namespace, name, current, desired, attempt)
+            except Exception as err:
+                if status_of(err) not in (404, 409):  # 404: deleted since the GET
+                    raise api_error(err, where) from None
+                log.info("%s changed while being written (HTTP %s), attempt %d of %d",
+                         where, status_of(err), attempt, attempts)  # fmt: skip
+                raise _Changed from None
     raise Unavailable(f"{where} kept changing: gave up after {attempts} attempts")
+
+
+class _Changed(Exception):
+    """The Service changed (or went) between the GET and the write: read it again."""
+
+
+def _write(
+    api: ServicesApi, namespace: str, name: str, current: Service | None, desired: Service,
+    attempt: int,
+) -> Applied:  # fmt: skip
+    """Step 3 or 4: PATCH ``current`` into ``desired``, or CREATE ``desired``."""
+    if current is None:
+        body = {**desired, "metadata": {**desired["metadata"], "namespace": namespace}}
+        created = api.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, body, _request_timeout=REQUEST_TIMEOUT_SECONDS
+        )
+        return Applied(namespace, name, Outcome.CREATED, created, attempt)
+    patch = service_patch(current, desired)
+    if patch is None:
+        return Applied(namespace, name, Outcome.UNCHANGED, current, attempt)
+    patched = api.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name, patch, _request_timeout=REQUEST_TIMEOUT_SECONDS
+    )
+    return Applied(namespace, name, Outcome.PATCHED, patched, attempt)
 
 
 def get(api: ServicesApi, namespace: str, name: str) -> Service | None:

@@ -30,9 +30,16 @@ from prometheus_client import Counter
 from functions.rollout import apply, plan
 from functions.rollout.service import Service, service_from_template, strategy_of
 from functions.rollout.settings import RolloutConfig, services_for
-from loader.decode import KAFKASOURCE_TYPE, MAX_EVENT_BYTES
+from loader.decode import MAX_EVENT_BYTES
 from loader.errors import InvalidArgument, RollwayError
-from loader.events import ASSIGNMENT_CHANGED, decode_data, header
+from loader.events import (
+    ASSIGNMENT_CHANGED,
+    KAFKASOURCE_TYPE,
+    decode_data,
+    from_http_headers,
+    header,
+    kafkasource_record,
+)
 from loader.schemas.rollway.v1.assignment_pb2 import AssignmentChanged
 
 log = logging.getLogger("rollway.rollout")
@@ -63,7 +70,10 @@ def decode_record(
     value: bytes | None, headers: Sequence[tuple[str, bytes]] = (), key: bytes | None = None
 ) -> AssignmentChanged | Skip:
     """A record of the assignments topic: a binary-mode CloudEvent (``ce_type``
-    header) or a bare proto3 JSON value, keyed by model."""
+    header) or a bare proto3 JSON value, keyed by model. Only ``ce_type`` is
+    read, as a routing hint: records that carry nothing else are ours too
+    (``rollway rollout run`` has always taken them), so no CloudEvent decoder
+    judges the other attributes here."""
     if value is None:
         return Skip("a tombstone")
     ce_type = header(list(headers), "ce_type")
@@ -85,21 +95,23 @@ def decode_record(
 def decode_http(headers: Mapping[str, str], body: bytes) -> AssignmentChanged | Skip:
     """A KafkaSource delivery: the record's own CloudEvent (ce-type
     ``dev.rollway.assignment.changed.v1``), or a plain record wrapped as
-    ``dev.knative.kafka.event`` (the record's headers then come as
-    ``ce-kafkaheader<name>``, squashed: ``ce_type`` becomes ``cetype``)."""
+    ``dev.knative.kafka.event`` (the record's key and headers then come as
+    extensions: ``events.kafkasource_record``). The SDK's HTTP binding decodes
+    and validates the delivery; another event type is skipped before that."""
     lower = {str(name).lower(): str(value) for name, value in headers.items()}
     ce_type = lower.get("ce-type")
     if ce_type is None:
         return Skip("no ce-type header (a binary-mode CloudEvent)", malformed=True)
+    if ce_type not in (KAFKASOURCE_TYPE, ASSIGNMENT_CHANGED):
+        return decode_record(body, [("ce_type", ce_type.encode())])
+    try:
+        delivery = from_http_headers(lower, body)
+    except InvalidArgument as err:
+        return Skip(err.message, malformed=True)
     if ce_type != KAFKASOURCE_TYPE:
         return decode_record(body, [("ce_type", ce_type.encode())])
-    inner = lower.get("ce-kafkaheadercetype")
-    key = lower.get("ce-key")
-    return decode_record(
-        body,
-        [("ce_type", inner.encode())] if inner is not None else [],
-        None if key is None else key.encode(),
-    )
+    key, record_headers = kafkasource_record(delivery)
+    return decode_record(body, record_headers, key)
 
 
 def roll_out(

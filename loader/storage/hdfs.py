@@ -49,19 +49,21 @@ import io
 import os
 import posixpath
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 from urllib.parse import unquote, urlsplit
 
+from loader import backoff
 from loader.errors import InvalidArgument, NotFound, PermissionDenied, RollwayError, Unavailable
 from loader.storage.base import CHUNK_BYTES, ObjectInfo, Storage, check_key, redact
 
 _TMP_MARK = ".rollway-tmp-"
 _LOCK_MARK = ".rollway-lock"
 LOCK_WAIT_S = 30.0
+# Between tries of a held lock: its other waiters retry too (full jitter).
+LOCK_RETRIES = backoff.Backoff(initial_seconds=0.01, max_seconds=0.5)
 SETUP = (
     "libhdfs needs JAVA_HOME, HADOOP_HOME (or ARROW_LIBHDFS_DIR, the folder of"
     " libhdfs.so) and CLASSPATH=$(hadoop classpath --glob)"
@@ -103,6 +105,8 @@ def missing_setup(env: Mapping[str, str]) -> list[str]:
 
 
 LIST_ATTEMPTS = 5
+# A walk that met a vanishing directory is repeated at once: nothing is to wait for.
+RELIST = backoff.Backoff(initial_seconds=0.0, max_seconds=0.0)
 
 
 def _keep_signals_from_the_jvm() -> None:
@@ -196,6 +200,10 @@ class _RangeReader(io.RawIOBase):
         super().close()
 
 
+class _Held(Exception):
+    """Another creator holds the key's lock: try it again."""
+
+
 class HdfsStorage(Storage):
     """Files under ``root`` of the pyarrow FileSystem that ``connect`` returns
     (HadoopFileSystem in production), called once, on first use."""
@@ -240,17 +248,19 @@ class HdfsStorage(Storage):
         if "/" in prefix:
             directory = posixpath.join(self.root, prefix.rsplit("/", 1)[0])
         selector = pafs.FileSelector(directory, recursive=True, allow_not_found=True)
-        for attempt in range(LIST_ATTEMPTS):
+
+        def walk() -> Any:
             try:
-                infos = self._fs.get_file_info(selector)
-                break
+                return self._fs.get_file_info(selector)
             except OSError as err:
-                error = map_error(err, self.join(prefix))
-                # allow_not_found covers the listed directory only: a directory
-                # below it that vanishes mid-walk (another writer's temporary or
-                # lock directory) fails the walk, and listing again is right.
-                if not isinstance(error, NotFound) or attempt == LIST_ATTEMPTS - 1:
-                    raise error from None
+                raise map_error(err, self.join(prefix)) from None
+
+        # allow_not_found covers the listed directory only: a directory below it
+        # that vanishes mid-walk (another writer's temporary or lock directory)
+        # fails the walk with NotFound, and listing again is right.
+        what = f"listing {self.join(prefix)}"
+        relist = backoff.retrying(RELIST, retry_on=NotFound, max_attempts=LIST_ATTEMPTS, what=what)
+        infos = backoff.retry_call(walk, relist)
         found = []
         for info in infos:
             key = posixpath.relpath(info.path, self.root)
@@ -322,25 +332,26 @@ class HdfsStorage(Storage):
         lock = posixpath.join(directory, f".{name}{_LOCK_MARK}")
         try:
             self._upload(temp, io.BytesIO(data))
-            deadline = time.monotonic() + LOCK_WAIT_S
-            delay = 0.01
-            while not self._try_lock(lock):
-                if self._file_info(path) is not None:
-                    return False
-                if time.monotonic() > deadline:
-                    raise Unavailable(
-                        f"{self.join(key)}: lock {lock} held for {LOCK_WAIT_S:.0f}s; if no"
-                        " rollway process is creating this key, delete the lock"
-                    )
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
-            try:
-                if self._file_info(path) is not None:
-                    return False
-                self._fs.move(temp, path)  # absent, and we hold the lock: a plain rename
-                return True
-            finally:
-                self._unlock(lock)
+            for attempt in backoff.retrying(
+                LOCK_RETRIES, retry_on=_Held, deadline_seconds=LOCK_WAIT_S,
+                what=f"locking {self.join(key)}",
+            ):  # fmt: skip
+                with attempt:
+                    if not self._try_lock(lock):
+                        if self._file_info(path) is not None:
+                            return False
+                        raise _Held
+                    try:
+                        if self._file_info(path) is not None:
+                            return False
+                        self._fs.move(temp, path)  # absent, and we hold the lock: a plain rename
+                        return True
+                    finally:
+                        self._unlock(lock)
+            raise Unavailable(
+                f"{self.join(key)}: lock {lock} held for {LOCK_WAIT_S:.0f}s; if no"
+                " rollway process is creating this key, delete the lock"
+            )
         except OSError as err:
             raise map_error(err, self.join(key)) from None
         finally:

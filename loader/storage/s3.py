@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import io
 import os
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
@@ -41,6 +40,7 @@ import botocore.exceptions as bce
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
+from loader import backoff
 from loader.errors import (
     ConfigError,
     Internal,
@@ -69,6 +69,10 @@ _TRANSFER = TransferConfig(
     max_concurrency=MAX_CONCURRENCY,
 )
 _TRANSFER.max_in_memory_upload_chunks = IN_MEMORY_PARTS  # s3transfer's knob; boto3 has no arg
+# create_if_absent's answers to 409 ConditionalRequestConflict: the concurrent
+# conditional writers all retry, so the waits are spread (full jitter).
+CONDITIONAL_CONFLICTS = backoff.Backoff(initial_seconds=0.05, max_seconds=0.8)
+CONDITIONAL_ATTEMPTS = 5
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -325,21 +329,27 @@ class S3Storage(Storage):
 
     def create_if_absent(self, key: str, data: bytes) -> bool:
         s3key = self._key(key)
-        for attempt in range(5):
-            try:
-                self._client.put_object(Bucket=self.bucket, Key=s3key, Body=data, IfNoneMatch="*")
-                return True
-            except bce.ClientError as err:
-                code = err.response.get("Error", {}).get("Code")
-                if code == "PreconditionFailed":
-                    return False
-                if code != "ConditionalRequestConflict":
+        for attempt in backoff.retrying(
+            CONDITIONAL_CONFLICTS, retry_on=_Conflict, max_attempts=CONDITIONAL_ATTEMPTS,
+            what=f"creating {self.join(key)}",
+        ):  # fmt: skip
+            with attempt:
+                try:
+                    self._client.put_object(
+                        Bucket=self.bucket, Key=s3key, Body=data, IfNoneMatch="*"
+                    )
+                    return True
+                except bce.ClientError as err:
+                    code = err.response.get("Error", {}).get("Code")
+                    if code == "PreconditionFailed":
+                        return False
+                    if code != "ConditionalRequestConflict":
+                        raise self._error(err, key) from None
+                except _ERRORS as err:
                     raise self._error(err, key) from None
-            except _ERRORS as err:
-                raise self._error(err, key) from None
-            # 409: a concurrent conditional write is in flight and may still fail;
-            # AWS says retry. If that write landed, the retry answers 412.
-            time.sleep(0.05 * 2**attempt)
+                # 409: a concurrent conditional write is in flight and may still
+                # fail; AWS says retry. If that write landed, the retry answers 412.
+                raise _Conflict
         raise Unavailable(f"concurrent conditional writes kept conflicting on {self.join(key)}")
 
     def delete(self, key: str) -> None:
@@ -351,6 +361,10 @@ class S3Storage(Storage):
 
     def close(self) -> None:
         self._client.close()
+
+
+class _Conflict(Exception):
+    """409 ConditionalRequestConflict: try the conditional write again."""
 
 
 def _read_exactly(source: BinaryIO, size: int, uri: str) -> bytes:

@@ -85,6 +85,8 @@ ANSWERS: list[tuple[str, dict[str, str], bytes, str, int, str]] = [
      b"{}", "POST", 400, "invalid"),
     ("structured mode", {"content-type": "application/cloudevents+json"}, b"{}", "POST", 415,
      "invalid"),
+    ("structured mode, any case", {"Content-Type": " Application/CloudEvents+JSON"}, b"{}",
+     "POST", 415, "invalid"),
     ("a GET", {}, b"", "GET", 405, "invalid"),
     ("over 1 MiB", {**CE, "ce-type": events.ASSIGNMENT_CHANGED}, b" " * (1024 * 1024 + 1),
      "POST", 400, "invalid"),
@@ -99,6 +101,23 @@ def test_answers(
 ) -> None:  # fmt: skip
     answer = call(function, headers, body, method)
     assert (answer[0], answer[1]["status"]) == (status, kind)
+
+
+def test_a_gone_client_gets_no_answer(function: RolloutFunction) -> None:
+    # As the loader function does (functions.func_asgi): no 400 that no one reads.
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    headers = {**CE, "ce-type": events.ASSIGNMENT_CHANGED}
+    scope = {"type": "http", "method": "POST", "path": "/",
+             "headers": [(k.encode(), v.encode()) for k, v in headers.items()]}  # fmt: skip
+    asyncio.run(function.handle(scope, receive, send))
+    assert sent == []
 
 
 def test_an_unreachable_api_answers_503(function: RolloutFunction, api: FakeServices) -> None:

@@ -21,7 +21,8 @@ VersionRejected that says why, so the dead-letter topic holds every version
 that never made it. The body of the answer is a small JSON object:
 ``{"status": ..., "results": [{"outcome", "model", "version", "reason"}]}``.
 
-Pipeline work blocks (storage, Kafka), so it runs in worker threads
+Taking the request in and answering it is ``functions.func_asgi``, shared
+with the rollout function. Pipeline work blocks (storage, Kafka), so it runs in worker threads
 (``asyncio.to_thread``) and the health endpoints stay responsive. Stores and
 Kafka are opened in a background thread, retried with backoff: ``ready()`` is
 true once Kafka and the serving store answered, and a configuration error makes
@@ -34,17 +35,17 @@ import asyncio
 import base64
 import binascii
 import dataclasses
-import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from functions import loader_cmd
+from functions import func_asgi, loader_cmd
+from functions.func_asgi import Answer
 from functions.serving import logs
-from loader import emit
+from loader import backoff, emit
 from loader.consumer import FAILURES, record_outcome
 from loader.decode import MAX_EVENT_BYTES, MAX_ID_CHARS, Decision, Rejected, decode_http
 from loader.decode_minio import shown
@@ -54,16 +55,15 @@ from loader.storage import redact, redact_text
 
 log = logging.getLogger("rollway.loader")
 
-# ASGI, typed only as far as this module relies on it.
-Scope = Mapping[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
 DEAD_LETTER_PATH = "/dead-letter"
-REQUIRED_HEADERS = ("ce-specversion", "ce-id", "ce-source", "ce-type")
 MAX_REASON_CHARS = 500  # Knative keeps 1024 bytes of an answer as knativeerrordata
 PROBE_PREFIX = "_rollway/readiness-probe/"  # listed, never written: absent is fine
 MAX_OPEN_BACKOFF_SECONDS = 30.0
+# Opening Kafka and the store again: exact delays (no jitter), since each
+# failure is logged and ready() says why.
+OPEN_RETRIES = backoff.Backoff(
+    initial_seconds=1.0, max_seconds=MAX_OPEN_BACKOFF_SECONDS, jitter=False
+)
 
 
 @dataclass(frozen=True)
@@ -107,17 +107,12 @@ def new() -> LoaderFunction:
     return LoaderFunction()
 
 
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    body: dict[str, Any]
-    headers: tuple[tuple[bytes, bytes], ...] = ()
-
-
-class LoaderFunction:
+class LoaderFunction(func_asgi.Sink):
     """One per process; ``handle`` runs concurrently (Knative's containerConcurrency)
     and every pipeline step is idempotent, so concurrent or repeated deliveries
     of one version are harmless."""
+
+    limit = MAX_EVENT_BYTES  # a larger body is dead-lettered unparsed
 
     def __init__(self) -> None:
         self.source = emit.source_name("loader")
@@ -169,10 +164,9 @@ class LoaderFunction:
             return (True, "ready") if self._ready else (False, f"not ready: {self._why}")
 
     def _open(self) -> None:
-        delay = 1.0
+        delays = OPEN_RETRIES.delays()
         while not self._stopping.is_set() and not self._open_once():
-            self._stopping.wait(delay)
-            delay = min(delay * 2, MAX_OPEN_BACKOFF_SECONDS)
+            self._stopping.wait(next(delays))
 
     def _open_once(self) -> bool:
         """One attempt; True when done (ready, or broken for good)."""
@@ -220,20 +214,8 @@ class LoaderFunction:
 
     # -- requests -----------------------------------------------------------------
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope.get("method") != "POST":
-            only_post = {"status": "invalid", "reason": "only POST (a CloudEvent) is accepted"}
-            await respond(send, Answer(405, only_post, ((b"allow", b"POST"),)))
-            return
-        headers = request_headers(scope.get("headers", ()))
-        refused = not_a_cloud_event(headers)
-        if refused is not None:
-            await respond(send, Answer(refused[0], {"status": "invalid", "reason": refused[1]}))
-            return
-        try:
-            body = await read_body(receive, MAX_EVENT_BYTES)
-        except ClientGone:
-            return  # no one to answer; the KafkaSource redelivers
+    async def answer(self, scope: func_asgi.Scope, delivery: func_asgi.Delivery) -> Answer:
+        headers, body = delivery.headers, delivery.body
         dead_letter = str(scope.get("path", "/")).rstrip("/") == DEAD_LETTER_PATH
         try:
             answer = await asyncio.to_thread(self._deliver, headers, body, dead_letter)
@@ -242,7 +224,7 @@ class LoaderFunction:
             reason = describe(err)
             log.error("delivery %s failed, answering 503: %s", shown(headers["ce-id"]), reason)
             answer = Answer(503, {"status": "unavailable", "reason": reason})
-        await respond(send, answer)
+        return answer
 
     def _deliver(self, headers: Mapping[str, str], body: bytes | None, dead_letter: bool) -> Answer:
         """Runs in a worker thread. Raises when nothing durable happened."""
@@ -283,60 +265,7 @@ class LoaderFunction:
         return dataclasses.replace(result, outcome=Outcome.REJECTED, reason=reason, retry_at=None)
 
 
-# -- HTTP helpers (pure, or plain ASGI) ---------------------------------------------
-
-
-def request_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-    """Lower-cased names; the last of repeated headers wins, as in CloudEvents."""
-    return {
-        bytes(name).decode("latin-1").lower(): bytes(value).decode("utf-8", "replace")
-        for name, value in raw
-    }
-
-
-def not_a_cloud_event(headers: Mapping[str, str]) -> tuple[int, str] | None:
-    """(4xx status, reason) for a request that is no binary-mode CloudEvent 1.0."""
-    if headers.get("content-type", "").strip().lower().startswith("application/cloudevents"):
-        return 415, "structured and batched CloudEvents are not accepted; use binary mode"
-    missing = [name for name in REQUIRED_HEADERS if not headers.get(name)]
-    if missing:
-        return 400, f"not a binary-mode CloudEvent: no {', '.join(missing)} header"
-    if headers["ce-specversion"] != "1.0":
-        return 400, f"CloudEvents specversion {shown(headers['ce-specversion'])} is not 1.0"
-    return None
-
-
-class ClientGone(Exception):
-    """The client disconnected before its request body arrived."""
-
-
-async def read_body(receive: Receive, limit: int) -> bytes | None:
-    """The request body, or None if it is over ``limit`` bytes. The rest of an
-    oversized body is read and dropped: hypercorn would otherwise hold the
-    connection until shutdown, waiting for the application to take it."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message.get("type") == "http.disconnect":
-            raise ClientGone
-        chunk = bytes(message.get("body", b""))
-        size += len(chunk)
-        if size <= limit:
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks) if size <= limit else None
-
-
-async def respond(send: Send, answer: Answer) -> None:
-    body = json.dumps(answer.body, separators=(",", ":")).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *answer.headers,
-    ]
-    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+# -- answers and reasons (pure) -----------------------------------------------------
 
 
 def answer_for(results: list[Result]) -> Answer:

@@ -18,18 +18,20 @@ sink, and drops every other 4xx at once:
 
 The body is ``{"status": ..., "reason": ..., "results": [{"service",
 "outcome", "generation", "revision", "reason"}]}``. Kubernetes calls block, so
-they run in a worker thread (``asyncio.to_thread``).
+they run in a worker thread (``asyncio.to_thread``). Taking the request in
+and answering it is ``functions.func_asgi``, shared with the loader function.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from typing import Any
 
+from functions import func_asgi
+from functions.func_asgi import Answer
 from functions.rollout import apply, handler
 from functions.rollout.settings import RolloutConfig, config_from_env
 from functions.serving import logs
@@ -38,23 +40,18 @@ from loader.errors import RollwayError
 
 log = logging.getLogger("rollway.rollout")
 
-Scope = Mapping[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-Answer = tuple[int, dict[str, Any]]
-
-REQUIRED_HEADERS = ("ce-specversion", "ce-id", "ce-source", "ce-type")
-
 
 def new() -> RolloutFunction:
     """The instance func-python serves (the Knative python template's entry point)."""
     return RolloutFunction()
 
 
-class RolloutFunction:
+class RolloutFunction(func_asgi.Sink):
     """One per process. Concurrent deliveries are safe (every write is a
     conditional patch, retried on conflict), but keep the KafkaSource's
     delivery ordered so that a model's generations arrive in order."""
+
+    limit = MAX_EVENT_BYTES  # a larger body gets 400
 
     def __init__(self, api_factory: Callable[[], apply.ServicesApi] = apply.load_api) -> None:
         self._api_factory = api_factory
@@ -89,31 +86,17 @@ class RolloutFunction:
     def ready(self) -> tuple[bool, str]:
         return (False, f"not ready: {self._broken}") if self._broken else (True, "ready")
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope.get("method") != "POST":
-            only = {"status": "invalid", "reason": "only POST (a CloudEvent) is accepted"}
-            await respond(send, (405, only), ((b"allow", b"POST"),))
-            return
-        headers = {
-            bytes(k).decode("latin-1").lower(): bytes(v).decode("latin-1")
-            for k, v in scope.get("headers", ())
-        }
-        refused = not_a_cloud_event(headers)
-        if refused is not None:
-            await respond(send, (refused[0], {"status": "invalid", "reason": refused[1]}))
-            return
-        body = await read_body(receive, MAX_EVENT_BYTES)
+    async def answer(self, scope: func_asgi.Scope, delivery: func_asgi.Delivery) -> Answer:
+        headers, body = delivery.headers, delivery.body
         if body is None:
             too_big = f"the body is over {MAX_EVENT_BYTES} bytes"
-            await respond(send, (400, {"status": "invalid", "reason": too_big}))
-            return
+            return Answer(400, {"status": "invalid", "reason": too_big})
         try:
-            answer = await asyncio.to_thread(self.deliver, headers, body)
+            return await asyncio.to_thread(self.deliver, headers, body)
         except Exception as err:  # nothing durable happened: the KafkaSource redelivers
             reason = getattr(err, "message", None) or f"{type(err).__name__}: {err}"
             log.error("delivery %s failed, answering 503: %s", headers["ce-id"][:200], reason)
-            answer = (503, {"status": "unavailable", "reason": reason[:500]})
-        await respond(send, answer)
+            return Answer(503, {"status": "unavailable", "reason": reason[:500]})
 
     def deliver(self, headers: Mapping[str, str], body: bytes) -> Answer:
         """Runs in a worker thread; raises when the delivery must be retried."""
@@ -122,49 +105,11 @@ class RolloutFunction:
         decoded = handler.decode_http(headers, body)
         if isinstance(decoded, handler.Skip):
             status = "invalid" if decoded.malformed else "ignored"
-            return (400 if decoded.malformed else 200), {"status": status, "reason": decoded.reason}
+            reply = {"status": status, "reason": decoded.reason}
+            return Answer(400 if decoded.malformed else 200, reply)
         reports = handler.roll_out(self._api, self._config, decoded)
-        return 200, {"status": "done", "results": results(reports)}
+        return Answer(200, {"status": "done", "results": results(reports)})
 
 
 def results(reports: Iterable[handler.Report]) -> list[dict[str, Any]]:
     return [{k: v for k, v in asdict(r).items() if v not in ("", None)} for r in reports]
-
-
-def not_a_cloud_event(headers: Mapping[str, str]) -> tuple[int, str] | None:
-    if headers.get("content-type", "").startswith("application/cloudevents"):
-        return 415, "structured or batched CloudEvents are not accepted: use binary mode"
-    missing = [name for name in REQUIRED_HEADERS if not headers.get(name)]
-    if missing:
-        return 400, f"not a binary-mode CloudEvent: no {', '.join(missing)} header"
-    if headers["ce-specversion"] != "1.0":
-        return 400, "CloudEvents specversion is not 1.0"
-    return None
-
-
-async def read_body(receive: Receive, limit: int) -> bytes | None:
-    """The request body, or None if it is over ``limit`` bytes (the rest is
-    read and dropped, so that the connection is not held)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message.get("type") == "http.disconnect":
-            return None
-        chunk = bytes(message.get("body", b""))
-        size += len(chunk)
-        if size <= limit:
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks) if size <= limit else None
-
-
-async def respond(send: Send, answer: Answer, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-    body = json.dumps(answer[1], separators=(",", ":")).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *extra,
-    ]
-    await send({"type": "http.response.start", "status": answer[0], "headers": headers})
-    await send({"type": "http.response.body", "body": body})

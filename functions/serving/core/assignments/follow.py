@@ -30,15 +30,20 @@ from typing import Any, Protocol
 
 from functions.serving.core.assignments.settings import AssignmentSettings
 from functions.serving.metrics import ServingMetrics
-from loader import assignments, events
+from loader import assignments, backoff, events
 from loader.errors import InvalidArgument, RollwayError
 from loader.schemas.rollway.v1.assignment_pb2 import AssignmentChanged
 from loader.storage import Storage
 
 log = logging.getLogger("rollway.serve.follow")
 
-RETRY_INITIAL_SECONDS = 1.0
-RETRY_MAX_SECONDS = 60.0
+# A generation that failed to swap is tried again on this schedule, kept by
+# ``apply_due`` per model from timestamps (one thread serves every model, so it
+# never sleeps on one model's retry). No jitter: the log says when ("retry in 2s").
+SWAP_RETRIES = backoff.Backoff(initial_seconds=1.0, max_seconds=60.0, jitter=False)
+# Kafka unreachable or the topic missing: a fixed wait between consumer rounds,
+# not a backoff; ``_failed`` logs each new error once, so the log stays quiet.
+RETRY_INITIAL_SECONDS = SWAP_RETRIES.initial_seconds
 KAFKA_POLL_MS = 500
 
 
@@ -117,7 +122,7 @@ class Follower:
                 log.exception("swapping %s failed", model)
                 message = f"{type(err).__name__}: {err}"
             pending.attempts += 1
-            delay = min(RETRY_MAX_SECONDS, RETRY_INITIAL_SECONDS * 2 ** (pending.attempts - 1))
+            delay = SWAP_RETRIES.delay(pending.attempts)
             pending.retry_at = time.monotonic() + delay
             self._failures.labels(model).inc()
             log.error(
