@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="send a ModelPublished event there (env ROLLWAY_KAFKA_BOOTSTRAP_SERVERS)",
     )
     parser.add_argument(
+        "--kafka-timeout-seconds", type=float,
+        default=float(os.environ.get("ROLLWAY_KAFKA_TIMEOUT_SECONDS", "15")),
+        help="how long sending the event may take before publish exits 5 "
+        "(env ROLLWAY_KAFKA_TIMEOUT_SECONDS, default 15)",
+    )  # fmt: skip
+    parser.add_argument(
         "--topic",
         default=os.environ.get("ROLLWAY_PUBLISH_TOPIC", events.PUBLISH_TOPIC),
         help=f"publish topic (env ROLLWAY_PUBLISH_TOPIC, default {events.PUBLISH_TOPIC})",
@@ -158,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = EXIT_OK
     if args.kafka_bootstrap_servers:
         try:
-            send_event(args.kafka_bootstrap_servers, args.topic, result)
+            send_event(args.kafka_bootstrap_servers, args.topic, result, args.kafka_timeout_seconds)
             print(f"sent ModelPublished to topic {args.topic!r}", file=sys.stderr)
         except Exception as err:  # the store is done; say exactly what is missing
             print(
@@ -188,21 +194,26 @@ def published_event(result: PublishResult) -> ModelPublished:
     return event
 
 
-def send_event(bootstrap: str, topic: str, result: PublishResult) -> None:
+def send_event(bootstrap: str, topic: str, result: PublishResult, timeout_s: float = 15.0) -> None:
+    """Sends the ModelPublished and waits for the broker's acknowledgement;
+    each wait (reaching the broker, metadata, the send, the flush) is bounded
+    by ``timeout_s``."""
     from kafka import KafkaProducer
 
     record = events.encode_model_published(
         published_event(result), source=f"//rollway/publish/{socket.gethostname()}"
     )
+    timeout_ms = max(1, int(timeout_s * 1000))
     producer = KafkaProducer(
         bootstrap_servers=bootstrap.split(","), acks="all", retries=5,
-        request_timeout_ms=15000, max_block_ms=15000,
+        request_timeout_ms=timeout_ms, max_block_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms,
     )  # fmt: skip
     try:
-        producer.send(topic, key=record.key, value=record.value, headers=record.headers).get(30)
-        producer.flush(30)
+        sent = producer.send(topic, key=record.key, value=record.value, headers=record.headers)
+        sent.get(timeout_s)
+        producer.flush(timeout_s)
     finally:
-        producer.close(10)
+        producer.close(min(timeout_s, 10.0))
 
 
 def summary(result: PublishResult) -> dict[str, object]:

@@ -185,7 +185,7 @@ def test_an_unreachable_broker_is_a_clear_error_after_the_upload(
     from functions.serving.process import free_port
 
     result = rollway(backend, "publish", "--no-check", "--kafka-bootstrap-servers",
-                     f"127.0.0.1:{free_port()}", str(source),
+                     f"127.0.0.1:{free_port()}", "--kafka-timeout-seconds", "2", str(source),
                      backend.version_uri("quiet"))  # fmt: skip
     assert result.returncode == 5
     assert "is published, but the ModelPublished event could not be sent" in result.stderr
