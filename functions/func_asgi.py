@@ -23,6 +23,7 @@ One rule for both, as HTTP has it:
 
 from __future__ import annotations
 
+import abc
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ class ClientGone(Exception):
     """The client disconnected before its request body arrived."""
 
 
-class Sink:
+class Sink(abc.ABC):
     """What both functions are to func-python's ASGI middleware: ``handle``
     takes a delivery in (``accept``, bodies up to ``limit`` bytes) and sends
     what the subclass's ``answer`` says."""
@@ -74,8 +75,9 @@ class Sink:
             reply = await self.answer(scope, delivery)
             await respond(send, reply.status, reply.body, reply.headers)
 
+    @abc.abstractmethod
     async def answer(self, scope: Scope, delivery: Delivery) -> Answer:
-        raise NotImplementedError
+        """The reply to one accepted delivery (each function's own)."""
 
 
 async def accept(scope: Scope, receive: Receive, send: Send, limit: int) -> Delivery | None:
