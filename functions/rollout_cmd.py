@@ -153,7 +153,7 @@ def _each(
     done = []
     for name in services:
         applied = apply.apply(api, namespace, name, lambda s: None if s is None else step(s))
-        if applied.outcome is apply.Outcome.ABSENT:
+        if applied.outcome is apply.ApplyOutcome.ABSENT:
             raise FailedPrecondition(f"no Service {namespace}/{name}")
         assert applied.service is not None
         done.append(status_json(applied.service, plan.Strategy()))

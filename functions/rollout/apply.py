@@ -75,7 +75,7 @@ class ServicesApi(Protocol):
     ) -> Any: ...
 
 
-class Outcome(enum.Enum):
+class ApplyOutcome(enum.Enum):
     CREATED = "created"
     PATCHED = "patched"
     UNCHANGED = "unchanged"
@@ -86,7 +86,7 @@ class Outcome(enum.Enum):
 class Applied:
     namespace: str
     name: str
-    outcome: Outcome
+    outcome: ApplyOutcome
     service: Service | None  # as the API server returned it
     attempts: int
 
@@ -111,11 +111,11 @@ def apply(
             attempt = retry.retry_state.attempt_number
             current = get(api, namespace, name)
             if current is None and not create:
-                return Applied(namespace, name, Outcome.ABSENT, None, attempt)
+                return Applied(namespace, name, ApplyOutcome.ABSENT, None, attempt)
             desired = compute(current)
             if desired is None:
-                return Applied(namespace, name, Outcome.ABSENT if current is None else
-                               Outcome.UNCHANGED, current, attempt)  # fmt: skip
+                return Applied(namespace, name, ApplyOutcome.ABSENT if current is None else
+                               ApplyOutcome.UNCHANGED, current, attempt)  # fmt: skip
             if problems := check_service(desired):
                 raise InvalidArgument(f"the planned {where} breaks Knative's rules: {problems}")
             try:
@@ -143,14 +143,14 @@ def _write(
         created = api.create_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, body, _request_timeout=REQUEST_TIMEOUT_SECONDS
         )
-        return Applied(namespace, name, Outcome.CREATED, created, attempt)
+        return Applied(namespace, name, ApplyOutcome.CREATED, created, attempt)
     patch = service_patch(current, desired)
     if patch is None:
-        return Applied(namespace, name, Outcome.UNCHANGED, current, attempt)
+        return Applied(namespace, name, ApplyOutcome.UNCHANGED, current, attempt)
     patched = api.patch_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, name, patch, _request_timeout=REQUEST_TIMEOUT_SECONDS
     )
-    return Applied(namespace, name, Outcome.PATCHED, patched, attempt)
+    return Applied(namespace, name, ApplyOutcome.PATCHED, patched, attempt)
 
 
 def get(api: ServicesApi, namespace: str, name: str) -> Service | None:

@@ -74,9 +74,9 @@ class RolloutConsumer:
             except RollwayError as err:
                 log.warning("resync of Service %s failed: %s", name, err.message)
                 continue
-            if applied.outcome is apply.Outcome.PATCHED:
+            if applied.outcome is apply.ApplyOutcome.PATCHED:
                 log.warning("Service %s: failed revisions taken out of its traffic", name)
-            elif applied.outcome is apply.Outcome.ABSENT:
+            elif applied.outcome is apply.ApplyOutcome.ABSENT:
                 self.touched.discard(name)
 
     def run(self) -> None:

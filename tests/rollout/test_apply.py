@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from functions.rollout import apply, plan
-from functions.rollout.apply import Outcome, merge_patch, service_patch
+from functions.rollout.apply import ApplyOutcome, merge_patch, service_patch
 from functions.rollout.handler import roll_out
 from functions.rollout.service import Service, Strategy
 from functions.rollout.settings import RolloutConfig
@@ -49,7 +49,7 @@ def test_a_conflict_on_patch_is_retried_on_the_fresh_service() -> None:
     api.before_write.append(another_writer)
     sleeps: list[float] = []
     applied = apply.apply(api, NAMESPACE, "mnist", assign(1), sleep=no_sleep(sleeps))
-    assert applied.outcome is Outcome.PATCHED
+    assert applied.outcome is ApplyOutcome.PATCHED
     assert applied.attempts == 2
     assert api.calls == ["get", "patch", "get", "patch"]
     assert len(sleeps) == 1 and 0 <= sleeps[0] <= 1.0
@@ -76,16 +76,16 @@ def test_conflicts_are_bounded_and_retriable() -> None:
 
 def test_an_unchanged_service_is_not_written() -> None:
     api = cluster_with_mnist()
-    assert apply.apply(api, NAMESPACE, "mnist", assign(1)).outcome is Outcome.PATCHED
+    assert apply.apply(api, NAMESPACE, "mnist", assign(1)).outcome is ApplyOutcome.PATCHED
     again = apply.apply(api, NAMESPACE, "mnist", assign(1))
-    assert again.outcome is Outcome.UNCHANGED
+    assert again.outcome is ApplyOutcome.UNCHANGED
     assert api.calls == ["get", "patch", "get"]
 
 
 def test_a_missing_service_is_left_alone_unless_creation_is_on() -> None:
     api = FakeServices()
     applied = apply.apply(api, NAMESPACE, "mnist", assign(1))
-    assert applied.outcome is Outcome.ABSENT and api.calls == ["get"]
+    assert applied.outcome is ApplyOutcome.ABSENT and api.calls == ["get"]
 
 
 def test_instance_creation_from_the_template() -> None:
@@ -116,7 +116,7 @@ def test_a_service_created_meanwhile_is_patched_instead() -> None:
         api, NAMESPACE, "mnist", lambda current: assign(1)(current or new_service()), create=True,
         sleep=lambda _: None,
     )  # fmt: skip
-    assert applied.outcome is Outcome.PATCHED
+    assert applied.outcome is ApplyOutcome.PATCHED
     assert api.calls == ["get", "create", "get", "patch"]
 
 
@@ -124,7 +124,7 @@ def test_a_service_deleted_after_the_get_is_read_again() -> None:
     api = cluster_with_mnist()
     api.before_write.append(lambda fake: fake.objects.clear())
     applied = apply.apply(api, NAMESPACE, "mnist", assign(1), sleep=lambda _: None)
-    assert applied.outcome is Outcome.ABSENT
+    assert applied.outcome is ApplyOutcome.ABSENT
     assert api.calls == ["get", "patch", "get"]
 
 

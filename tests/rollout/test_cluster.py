@@ -146,7 +146,7 @@ def test_a_stale_patch_is_a_conflict_and_apply_retries(api: Any, name: str) -> N
         Interfering(), NAMESPACE, name,
         lambda current: plan.desired_service(current, event, Strategy()),
     )  # fmt: skip
-    assert (applied.outcome, applied.attempts) == (apply.Outcome.PATCHED, 2)
+    assert (applied.outcome, applied.attempts) == (apply.ApplyOutcome.PATCHED, 2)
     assert applied.service is not None
     assert applied.service["metadata"]["annotations"]["example.com/touched"] == "yes"
     assert applied.service["spec"]["template"]["metadata"]["name"] == f"{name}-g2"

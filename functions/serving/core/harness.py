@@ -42,7 +42,7 @@ class LoadRetries:
 
 
 @dataclass(frozen=True)
-class Outcome(Generic[S]):
+class LoadOutcome(Generic[S]):
     servable: S | None
     error: RollwayError
     fingerprint: str | None  # of the content the last attempt read
@@ -55,7 +55,7 @@ def load_with_retries(
     wanted: Callable[[], bool],
     fingerprint: Callable[[], str],
     closed: threading.Event,
-) -> Outcome[S]:
+) -> LoadOutcome[S]:
     """Attempts ``load`` until it succeeds, retries run out, or ``wanted()`` is False."""
     error: RollwayError = LoadError("load cancelled: the version is no longer aspired")
     seen: str | None = None
@@ -64,7 +64,7 @@ def load_with_retries(
             break
         seen = fingerprint()
         try:
-            return Outcome(load(), error, seen)
+            return LoadOutcome(load(), error, seen)
         except RollwayError as err:
             error = err
         except Exception as err:  # a loader bug must not kill the pool thread
@@ -77,7 +77,7 @@ def load_with_retries(
         waits = attempt < retry.max_retries and retry.interval_seconds > 0
         if waits and _wait_for_retry(retry.interval_seconds, fingerprint, seen, closed):
             log.info("%s changed on storage; retrying now", version_id)
-    return Outcome(None, error, seen)
+    return LoadOutcome(None, error, seen)
 
 
 def _wait_for_retry(
