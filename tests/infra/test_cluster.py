@@ -12,12 +12,11 @@ Strimzi's CRDs, and the overlay's namespace (rollway-dev, rollway).
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
 from tests.infra.conftest import OVERLAYS, rendered
-from tests.infra.validation import INFRA, kubectl
+from tests.infra.validation import INFRA, cluster_kubectl, require_on_cluster
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("KUBECONFIG"),
@@ -31,37 +30,21 @@ REQUIRED_CRDS = (
 )
 
 
-def _kubectl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(kubectl()), "--request-timeout=30s", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def _require(kind: str, name: str) -> None:
-    result = _kubectl("get", kind, name, "-o", "name")
-    if result.returncode != 0:
-        pytest.skip(f"the cluster has no {kind} {name}: {result.stderr.strip()}")
-
-
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_overlay_passes_a_server_side_dry_run(overlay: str) -> None:
     for crd in REQUIRED_CRDS:
-        _require("customresourcedefinition", crd)
+        require_on_cluster("customresourcedefinition", crd)
     namespace = rendered(overlay)[0]["metadata"]["namespace"]
-    _require("namespace", namespace)
-    result = _kubectl("apply", "--dry-run=server", "-k", str(INFRA / "overlays" / overlay))
+    require_on_cluster("namespace", namespace)
+    result = cluster_kubectl("apply", "--dry-run=server", "-k", str(INFRA / "overlays" / overlay))
     assert result.returncode == 0, result.stderr
     assert "(server dry run)" in result.stdout
 
 
 def test_secret_templates_pass_a_server_side_dry_run() -> None:
     namespace = rendered("dev")[0]["metadata"]["namespace"]
-    _require("namespace", namespace)
-    result = _kubectl(
+    require_on_cluster("namespace", namespace)
+    result = cluster_kubectl(
         "apply", "--dry-run=server", "--namespace", namespace, "-k", str(INFRA / "secrets")
     )
     assert result.returncode == 0, result.stderr

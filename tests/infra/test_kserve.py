@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import subprocess
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,7 +34,14 @@ import yaml
 from functions.serving.flags import ServerOptions, parse_flags
 from tests.infra.conftest import Doc
 from tests.infra.test_images import parse
-from tests.infra.validation import INFRA, crd_kinds, kubectl, render, validate_resource
+from tests.infra.validation import (
+    INFRA,
+    cluster_kubectl,
+    crd_kinds,
+    render,
+    require_on_cluster,
+    validate_resource,
+)
 
 KSERVE = INFRA / "kserve"
 EXAMPLES = KSERVE / "examples"
@@ -350,26 +356,10 @@ needs_cluster = pytest.mark.skipif(
 )
 
 
-def _kubectl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(kubectl()), "--request-timeout=30s", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def _require(kind: str, name: str) -> None:
-    result = _kubectl("get", kind, name, "-o", "name")
-    if result.returncode != 0:
-        pytest.skip(f"the cluster has no {kind} {name}: {result.stderr.strip()}")
-
-
 @needs_cluster
 def test_runtime_passes_a_server_side_dry_run() -> None:
-    _require("customresourcedefinition", "clusterservingruntimes.serving.kserve.io")
-    result = _kubectl("apply", "--dry-run=server", "-k", str(KSERVE))
+    require_on_cluster("customresourcedefinition", "clusterservingruntimes.serving.kserve.io")
+    result = cluster_kubectl("apply", "--dry-run=server", "-k", str(KSERVE))
     assert result.returncode == 0, result.stderr
     assert "(server dry run)" in result.stdout
 
@@ -377,9 +367,9 @@ def test_runtime_passes_a_server_side_dry_run() -> None:
 @needs_cluster
 def test_examples_pass_a_server_side_dry_run() -> None:
     """KServe's webhooks resolve the runtime, so it must be installed for real."""
-    _require("customresourcedefinition", "inferenceservices.serving.kserve.io")
-    _require("clusterservingruntime", RUNTIME_NAME)
+    require_on_cluster("customresourcedefinition", "inferenceservices.serving.kserve.io")
+    require_on_cluster("clusterservingruntime", RUNTIME_NAME)
     namespace = os.environ.get("ROLLWAY_TEST_NAMESPACE", "default")
-    _require("namespace", namespace)
-    result = _kubectl("apply", "--dry-run=server", "-n", namespace, "-k", str(EXAMPLES))
+    require_on_cluster("namespace", namespace)
+    result = cluster_kubectl("apply", "--dry-run=server", "-n", namespace, "-k", str(EXAMPLES))
     assert result.returncode == 0, result.stderr

@@ -294,3 +294,23 @@ __all__ = [
     "structural_to_json_schema",
     "validate_resource",
 ]
+
+
+def cluster_kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+    """kubectl against the cluster KUBECONFIG names (the cluster tests only)."""
+    return subprocess.run(
+        [str(kubectl()), "--request-timeout=30s", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def require_on_cluster(kind: str, name: str) -> None:
+    """Skips the test, saying what is missing, unless the cluster has ``kind`` ``name``."""
+    import pytest
+
+    result = cluster_kubectl("get", kind, name, "-o", "name")
+    if result.returncode != 0:
+        pytest.skip(f"the cluster has no {kind} {name}: {result.stderr.strip()}")
