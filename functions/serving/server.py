@@ -518,8 +518,14 @@ def _serve(
         return 1
     session_config = _configure_tensorflow(o)
     load = _load_function(o, batching, session_config, metrics)
+    # With assignments REST opens only once every assigned version is ready, and
+    # gRPC health says SERVING only after that: a client told SERVING finds both ports.
+    rest_late = bool(o.rest_api_port and assigned)
+    ports_open = threading.Event()
+    if not rest_late:
+        ports_open.set()
     # plane is built below: it needs the core, whose changes refresh health.
-    health = ModelHealth(lambda: plane.ready())  # noqa: PLW0108
+    health = ModelHealth(lambda: ports_open.is_set() and plane.ready())
     feed: _Feed[Servable] = _feed(o, load, health.refresh, metrics, assigned, link)
     plane = _plane(o, feed, assigned, link)
     stop = _Stop()  # a signal, or a worker's supervisor gone
@@ -551,7 +557,7 @@ def _serve(
     stop.install(sigint=link is None)
     try:
         rest = (
-            _start_models(feed, specs, health, start_rest if o.rest_api_port and assigned else None)
+            _start_models(feed, specs, health, start_rest if rest_late else None, ports_open)
             or rest
         )
         stop.starting = False
@@ -651,12 +657,16 @@ def _start_models(
     specs: Sequence[ModelSpec],
     health: ModelHealth,
     start_rest: Callable[[], Any] | None,
+    ports_open: threading.Event,
 ) -> Any:
     """Loads the models; returns the REST server when it may start only now
-    (with assignments, REST starts once every assigned version is ready)."""
+    (with assignments, REST starts once every assigned version is ready, and
+    ``ports_open`` lets health report SERVING once it listens)."""
     feed.start(specs)
+    rest = start_rest() if start_rest is not None else None
+    ports_open.set()
     health.refresh()
-    return start_rest() if start_rest is not None else None
+    return rest
 
 
 def _bind(server: GrpcServer, o: ServerOptions) -> list[str]:

@@ -177,6 +177,9 @@ def test_a_damaged_cache_file_is_fetched_again_and_the_cold_start_is_reported(
         serve, store, f"--cache_dir={cache}", "--log_format=json", f"--rest_api_port={rest}",
         f"--monitoring_config_file={monitoring}",
     )  # fmt: skip
+    # start() waited for gRPC health's SERVING: by then the REST port answers too.
+    with urllib.request.urlopen(f"http://127.0.0.1:{rest}/v1/models/hp", timeout=10) as status:
+        assert status.status == 200
     client = Client(server)
     try:
         assert client.predict("hp", 3.0) == (1, 3.5)
