@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from loader.decode_minio import shown
+from loader import display
 
 # ASGI, typed only as far as the functions rely on it.
 Scope = Mapping[str, Any]
@@ -119,7 +119,10 @@ def not_a_cloud_event(headers: Mapping[str, str]) -> tuple[int, str] | None:
     if missing:
         return 400, f"not a binary-mode CloudEvent: no {', '.join(missing)} header"
     if headers["ce-specversion"] != "1.0":
-        return 400, f"CloudEvents specversion {shown(headers['ce-specversion'])} is not 1.0"
+        return (
+            400,
+            f"CloudEvents specversion {display.quoted(headers['ce-specversion'])} is not 1.0",
+        )
     return None
 
 

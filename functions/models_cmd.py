@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from loader import assignments, events
+from loader import assignments, display, events
 from loader.assign import (
     OperatorIntents,
     StagedVersion,
@@ -34,7 +34,7 @@ from loader.schemas.rollway.v1.assignment_pb2 import (
     AssignmentChanged,
     AssignmentDocument,
 )
-from loader.storage import Storage, open_storage, redact
+from loader.storage import Storage, open_storage
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -220,7 +220,7 @@ def _run(prog: str, args: argparse.Namespace, action: Callable[[Storage], int]) 
         print(f"{prog}: {err.message}", file=sys.stderr)
         return EXIT_USAGE
     except ImportError as err:
-        print(f"{prog}: no storage backend for {redact(args.store)} ({err})", file=sys.stderr)
+        print(f"{prog}: no storage backend for {display.uri(args.store)} ({err})", file=sys.stderr)
         return EXIT_ERROR
     try:
         return action(storage)
@@ -231,11 +231,11 @@ def _run(prog: str, args: argparse.Namespace, action: Callable[[Storage], int]) 
         print(f"{prog}: {err.message}", file=sys.stderr)
         return EXIT_USAGE
     except RollwayError as err:
-        print(f"{prog}: {redact(args.store)}: {err.message}", file=sys.stderr)
+        print(f"{prog}: {display.uri(args.store)}: {err.message}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as err:  # a backend bug: keep the message, never a raw URI
-        text = str(err).replace(args.store, redact(args.store))
-        print(f"{prog}: {redact(args.store)}: {type(err).__name__}: {text}", file=sys.stderr)
+        text = str(err).replace(args.store, display.uri(args.store))
+        print(f"{prog}: {display.uri(args.store)}: {type(err).__name__}: {text}", file=sys.stderr)
         return EXIT_ERROR
     finally:
         storage.close()
@@ -345,7 +345,7 @@ def status_json(document: AssignmentDocument) -> dict[str, Any]:
 
 
 def _version_json(v: AssignedVersion) -> dict[str, Any]:
-    uri = redact(v.version_uri)
+    uri = display.uri(v.version_uri)
     return {"version": v.version, "version_uri": uri, "manifest_sha256": v.manifest_sha256}
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from functions.progress_bar import human_bytes, transfer_bar
 from functions.trial_load import load_problem
-from loader import events
+from loader import display, events
 from loader.errors import AlreadyExists, InvalidArgument, RollwayError
 from loader.publish import PublishResult, publish_version
 from loader.schemas.rollway.v1.events_pb2 import ModelPublished
-from loader.storage import open_storage, redact
+from loader.storage import open_storage
 from loader.versions import VersionId, parse_version
 
 # TensorFlow (imported later, for SavedModel checks) prints C++ start-up notices;
@@ -116,7 +116,7 @@ def choose_version(args: argparse.Namespace) -> int | None:
 def model_name_of(base_uri: str) -> str:
     name = base_uri.rstrip("/").rsplit("/", 1)[-1]
     if not name or ":" in name:
-        raise InvalidArgument(f"cannot tell the model name from {redact(base_uri)!r}; "
+        raise InvalidArgument(f"cannot tell the model name from {display.uri(base_uri)!r}; "
                               "pass --model-name")  # fmt: skip
     return name
 

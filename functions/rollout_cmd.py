@@ -29,7 +29,7 @@ from functions.rollout.service import Service, generation_of
 from functions.rollout.settings import CONSUMER_FLAGS, FLAGS, config_from, services_for
 from functions.rollout.status import status_json, status_text
 from functions.serving import logs
-from loader import assignments
+from loader import assignments, display
 from loader.assign import OperatorIntents, known_versions, rollback_intents
 from loader.errors import (
     ConfigError,
@@ -40,7 +40,7 @@ from loader.errors import (
 )
 from loader.group_consumer import GroupConfig
 from loader.schemas.rollway.v1.assignment_pb2 import AssignmentDocument
-from loader.storage import open_storage, redact
+from loader.storage import open_storage
 
 log = logging.getLogger("rollway.rollout")
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = models_cmd.EXIT_OK, models_cmd.EXIT_ERROR, models_cmd.EXIT_USAGE
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE if isinstance(err, PermissionDenied) else EXIT_ERROR
     except Exception as err:  # a backend's own error: one line, never a raw store URI
         store = getattr(args, "store", "") or "\0"
-        text = str(err).replace(store, redact(store))
+        text = str(err).replace(store, display.uri(store))
         print(f"{prog}: {type(err).__name__}: {text}", file=sys.stderr)
         return EXIT_ERROR
 
@@ -193,7 +193,7 @@ def _rollback_assignment(prog: str, args: argparse.Namespace, generation: int | 
     try:
         storage = open_storage(args.store)
     except ImportError as err:
-        raise ConfigError(f"no storage backend for {redact(args.store)} ({err})") from None
+        raise ConfigError(f"no storage backend for {display.uri(args.store)} ({err})") from None
     try:
         update = models_cmd._update(args.model, _rollback_edit(generation), cause, now)
         document = assignments.commit(storage, assignments.check_model(args.model), update)
@@ -203,7 +203,7 @@ def _rollback_assignment(prog: str, args: argparse.Namespace, generation: int | 
             print(f"model {args.model}: assignment unchanged", file=sys.stderr)
             return document.current.generation
     except RollwayError as err:
-        err.message = f"{redact(args.store)}: {err.message}"  # name the store, redacted
+        err.message = f"{display.uri(args.store)}: {err.message}"  # name the store, redacted
         raise
     finally:
         storage.close()

@@ -23,9 +23,10 @@ from urllib.parse import urlsplit
 
 from functions.progress_bar import human_bytes, transfer_bar
 from functions.trial_load import load_problem
+from loader import display
 from loader.errors import DataLoss, InvalidArgument, RollwayError
 from loader.manifest import MANIFEST_NAME, path_problems
-from loader.storage import CHUNK_BYTES, Storage, open_storage, redact, scheme_of
+from loader.storage import CHUNK_BYTES, Storage, open_storage, scheme_of
 from loader.verify import (
     METHOD_LEGACY,
     Problem,
@@ -140,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as err:
         print(
             f"rollway verify: the {scheme_of(uri)}:// storage backend is not available"
-            f" ({err.name or err}); cannot verify {redact(uri)}",
+            f" ({err.name or err}); cannot verify {display.uri(uri)}",
             file=sys.stderr,
         )
         return EXIT_ERROR
@@ -159,18 +160,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = report.with_problems(trial_load(storage, report, tags))
             loaded = report.verdict is Verdict.COMPLETE
     except RollwayError as err:
-        print(f"rollway verify: cannot verify {redact(uri)}: {err.message}", file=sys.stderr)
+        print(f"rollway verify: cannot verify {display.uri(uri)}: {err.message}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as err:  # a backend bug; keep the message, drop any raw URI
-        text = str(err).replace(uri, redact(uri))
-        print(f"rollway verify: {redact(uri)}: {type(err).__name__}: {text}", file=sys.stderr)
+        text = str(err).replace(uri, display.uri(uri))
+        print(f"rollway verify: {display.uri(uri)}: {type(err).__name__}: {text}", file=sys.stderr)
         return EXIT_ERROR
     finally:
         storage.close()
     if args.json:
-        print(json.dumps(as_json(redact(uri), report, loaded), indent=None))
+        print(json.dumps(as_json(display.uri(uri), report, loaded), indent=None))
     else:
-        print_human(sys.stdout, redact(uri), report, loaded)
+        print_human(sys.stdout, display.uri(uri), report, loaded)
     return EXIT_CODES[report.verdict]
 
 

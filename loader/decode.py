@@ -54,6 +54,7 @@ from urllib.parse import urlsplit
 from cloudevents.core.base import BaseCloudEvent
 from google.protobuf import json_format
 
+from loader import display
 from loader.decode_minio import (
     DIGEST_SUFFIX,
     ArchiveFormat,
@@ -63,7 +64,6 @@ from loader.decode_minio import (
     archive_of,
     is_notification,
     object_events,
-    shown,
 )
 from loader.errors import ConfigError, InvalidArgument
 from loader.events import (
@@ -76,11 +76,11 @@ from loader.events import (
     kafkasource_record,
 )
 from loader.schemas.rollway.v1.events_pb2 import ModelPublished
-from loader.storage import BACKENDS, redact, scheme_of
+from loader.storage import BACKENDS, scheme_of
 from loader.versions import parse_version
 
 MAX_EVENT_BYTES = 1024 * 1024  # for the value, and again for key plus headers
-MAX_ID_CHARS = 1024
+MAX_ID_CHARS = display.MAX_NAME_CHARS  # longer or unprintable ids are refused
 _OTHER_ROLLWAY_TYPES = frozenset(EVENT_TYPES.values()) - {MODEL_PUBLISHED}
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -183,7 +183,7 @@ class DecodeConfig:
         for index, root in enumerate(self.roots):
             location = _locate(root)
             if isinstance(location, str):
-                raise ConfigError(f"DecodeConfig.roots[{index}] {_redacted(root)!r}: {location}")
+                raise ConfigError(f"DecodeConfig.roots[{index}] {display.uri(root)!r}: {location}")
             locations.append(location)
         object.__setattr__(self, "_locations", tuple(locations))
 
@@ -197,7 +197,7 @@ def _decode(
 ) -> list[Decision]:
     """``decode_record``, with ``read_event`` decoding the record's CloudEvent by
     the binding it came in (called only after the size checks)."""
-    source = _clean(record.source_record)
+    source = display.name(record.source_record)
     if not config.roots:
         reason = "no store roots are configured (DecodeConfig.roots is empty): rejecting all"
         return [Rejected(reason, source_record=source)]
@@ -266,23 +266,25 @@ def _cloud_event(
     if ce_type in _OTHER_ROLLWAY_TYPES:
         return Ignored(f"a {ce_type} event is not for the loader")
     if ce_type != MODEL_PUBLISHED:
-        return Rejected(f"unknown CloudEvent type (ce_type) {shown(ce_type)}", source_record=source)
+        return Rejected(
+            f"unknown CloudEvent type (ce_type) {display.quoted(ce_type)}", source_record=source
+        )
     try:
         event = read_event()  # specversion 1.0, an id, a source, valid attributes
     except InvalidArgument as err:
         raw_id = _header(record, "ce_id") or ""
-        return Rejected(err.message, source_record=source, event_id=_clean(raw_id))
+        return Rejected(err.message, source_record=source, event_id=display.name(raw_id))
     event_id = event.get_id()
     content_type = (event.get_datacontenttype() or "application/json").split(";")[0]
     problem = ""
     if len(event_id) > MAX_ID_CHARS or not event_id.isprintable():
-        problem = f"CloudEvent ce_id {shown(event_id)} is too long or not printable"
+        problem = f"CloudEvent ce_id {display.quoted(event_id)} is too long or not printable"
     elif content_type.strip().lower() != "application/json":
-        problem = f"content-type {shown(content_type)} is not application/json"
+        problem = f"content-type {display.quoted(content_type)} is not application/json"
     document = "" if problem else _parse_json(record.value or b"")
     if isinstance(document, str):
         reason = problem or f"ModelPublished event {document}"
-        return Rejected(reason, source_record=source, event_id=_clean(event_id))
+        return Rejected(reason, source_record=source, event_id=display.name(event_id))
     return _from_model_published(document, record, config, source, event_id)
 
 
@@ -293,8 +295,8 @@ def _from_model_published(
     try:
         json_format.ParseDict(document, event)
     except (json_format.ParseError, ValueError, TypeError, RecursionError) as err:
-        reason = f"ModelPublished does not match its schema: {shown(str(err), 300)}"
-        return Rejected(reason, source_record=source, event_id=_clean(ce_id))
+        reason = f"ModelPublished does not match its schema: {display.quoted(str(err), 300)}"
+        return Rejected(reason, source_record=source, event_id=display.name(ce_id))
     event_id = ce_id or "sha256:" + hashlib.sha256(record.value or b"").hexdigest()
     sha, uri = event.manifest_sha256, event.version_uri.removesuffix("/")
     problem = _model_published_problem(event, _key(record), config)
@@ -303,9 +305,9 @@ def _from_model_published(
             problem,
             model=event.model if _name_problem("model", event.model) is None else "",
             version=max(event.version, -1),
-            version_uri=_redacted(uri) if len(uri) <= MAX_ID_CHARS and uri.isprintable() else "",
+            version_uri=display.uri(uri) if len(uri) <= MAX_ID_CHARS and uri.isprintable() else "",
             source_record=source,
-            event_id=_clean(event_id),
+            event_id=display.name(event_id),
         )
     packed = archive_of(uri.rpartition("/")[2])
     if packed is None:
@@ -324,9 +326,10 @@ def _model_published_problem(
     if event.version < 0:
         return f"version {event.version} is negative"
     if key is not None and key != event.model:
-        return f"record key {shown(key)} is not the model name {event.model!r}"
+        return f"record key {display.quoted(key)} is not the model name {event.model!r}"
     if event.manifest_sha256 and not _SHA256.fullmatch(event.manifest_sha256):
-        return f"manifest_sha256 {shown(event.manifest_sha256)} is not 64 lowercase hex digits"
+        digest = display.quoted(event.manifest_sha256)
+        return f"manifest_sha256 {digest} is not 64 lowercase hex digits"
     if min(event.total_bytes, event.file_count) < 0:
         return "total_bytes or file_count is negative"
     if (problem := _uri_problem(event.version_uri, config)) is not None:
@@ -334,7 +337,7 @@ def _model_published_problem(
     leaf = event.version_uri.removesuffix("/").rpartition("/")[2]
     stem, _ = archive_of(leaf) or (leaf, None)
     if parse_version(stem) != event.version:
-        return f"version_uri ends in {shown(leaf)}, not in version {event.version}"
+        return f"version_uri ends in {display.quoted(leaf)}, not in version {event.version}"
     return None
 
 
@@ -354,20 +357,20 @@ def _from_minio(
         limit = (
             "over 2**63-1" if event.version.isascii() and event.version.isdigit() else "not digits"
         )
-        problem = f"version {shown(event.version)} is {limit}"
+        problem = f"version {display.quoted(event.version)} is {limit}"
     problem = problem or _uri_problem(uri, config)
     if problem is not None or version is None:
         return Rejected(
-            f"object {shown(f's3://{event.bucket}/{event.key}')}: {problem}",
+            f"object {display.quoted(f's3://{event.bucket}/{event.key}')}: {problem}",
             model=event.model if _name_problem("model", event.model) is None else "",
             version=-1 if version is None else version,
             source_record=source,
-            event_id=_clean(event.event_id),
+            event_id=display.name(event.event_id),
         )
     archive = None
     if event.archive_format is not None:
         archive = Archive(uri, f"s3://{event.bucket}/{event.key}", None, event.archive_format)
-    return Published(event.model, version, uri, None, _clean(event.event_id), source, archive)
+    return Published(event.model, version, uri, None, display.name(event.event_id), source, archive)
 
 
 def _locate(uri: str) -> _Location | str:
@@ -384,7 +387,7 @@ def _locate(uri: str) -> _Location | str:
     except ValueError as err:
         return f"URI does not parse: {err}"
     if scheme not in BACKENDS:
-        return f"URI scheme {shown(scheme)} is not in the storage registry"
+        return f"URI scheme {display.quoted(scheme)} is not in the storage registry"
     if scheme:
         host, path = parts.netloc.lower(), parts.path
         if "@" in host:
@@ -407,22 +410,19 @@ def _locate(uri: str) -> _Location | str:
 def _uri_problem(uri: str, config: DecodeConfig) -> str | None:
     location = _locate(uri)
     if isinstance(location, str):
-        return f"version_uri {shown(_redacted(uri))}: {location}"
+        return f"version_uri {display.quoted(display.uri(uri))}: {location}"
     if not location.segments:
-        return f"version_uri {shown(_redacted(uri))} names no version"
+        return f"version_uri {display.quoted(display.uri(uri))} names no version"
     if not any(location.within(root) for root in config._locations):
-        return f"version_uri {shown(_redacted(uri))} is outside the roots {list(config.roots)}"
+        shown = display.quoted(display.uri(uri))
+        return f"version_uri {shown} is outside the roots {list(config.roots)}"
     return None
-
-
-def _redacted(uri: str) -> str:
-    return redact(uri)  # never raises: a malformed URI is shown as a placeholder
 
 
 def _name_problem(what: str, name: str) -> str | None:
     if _NAME.fullmatch(name) and name not in (".", ".."):
         return None
-    return f"{what} name {shown(name)} is not 1-255 of [A-Za-z0-9._-] (nor '.' or '..')"
+    return f"{what} name {display.quoted(name)} is not 1-255 of [A-Za-z0-9._-] (nor '.' or '..')"
 
 
 def _parse_json(value: bytes) -> dict[str, Any] | str:
@@ -432,7 +432,7 @@ def _parse_json(value: bytes) -> dict[str, Any] | str:
     except RecursionError:
         return "is not JSON: nested too deeply"
     except ValueError as err:  # also UnicodeDecodeError and our own
-        return f"is not JSON: {shown(str(err), 300)}"
+        return f"is not JSON: {display.quoted(str(err), 300)}"
     if not isinstance(document, dict):
         return f"is not a JSON object but {type(document).__name__}"
     return document
@@ -459,7 +459,3 @@ def _key(record: IncomingRecord) -> str | None:
 
 def _bytes(text: str) -> bytes:
     return text.encode("utf-8", "replace")
-
-
-def _clean(text: str) -> str:
-    return text if len(text) <= MAX_ID_CHARS and text.isprintable() else shown(text)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import unquote_plus
 
+from loader import display
 from loader.manifest import MANIFEST_NAME
 
 ArchiveFormat = Literal["tar", "tar.gz", "zip"]
@@ -70,11 +71,6 @@ class Malformed:
     reason: str
 
 
-def shown(text: str, limit: int = 120) -> str:
-    """``text`` quoted for a message, cut to ``limit`` characters (it may be hostile)."""
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + "..."
-
-
 def is_notification(document: dict[str, Any]) -> bool:
     return "Records" in document or "EventName" in document
 
@@ -109,7 +105,7 @@ def _event(index: int, record: Any) -> ObjectEvent | OtherObject | Malformed:
     if not isinstance(name, str):
         return Malformed(f"{where} has no eventName")
     if not name.startswith(CREATED):
-        return OtherObject(f"{shown(name)} is not an object creation")
+        return OtherObject(f"{display.quoted(name)} is not an object creation")
     s3 = _object(record.get("s3"))
     raw_key = _object(s3.get("object")).get("key")
     if not isinstance(raw_key, str):
@@ -123,17 +119,21 @@ def _event(index: int, record: Any) -> ObjectEvent | OtherObject | Malformed:
     else:
         archive = archive_of(leaf[: -len(DIGEST_SUFFIX)]) if leaf.endswith(DIGEST_SUFFIX) else None
         if archive is None:
-            return OtherObject(f"{shown(key)} is not a version manifest or an archive digest")
+            return OtherObject(
+                f"{display.quoted(key)} is not a version manifest or an archive digest"
+            )
         version, archive_format = archive
         if not (version.isascii() and version.isdigit()):
             # ".sha256" is a common name; only "<version>.<ext>.sha256" is ours.
-            return OtherObject(f"{shown(key)} is not the digest of a version archive")
+            return OtherObject(f"{display.quoted(key)} is not the digest of a version archive")
         model, path = parent.rpartition("/")[2], key[: -len(DIGEST_SUFFIX)]
     bucket = _object(s3.get("bucket")).get("name")
     if not isinstance(bucket, str) or not bucket:
         return Malformed(f"{where} has no s3.bucket.name")
     if not version or not model:
-        return Malformed(f"object key {shown(key)} names no <model>/<version> in the bucket")
+        return Malformed(
+            f"object key {display.quoted(key)} names no <model>/<version> in the bucket"
+        )
     obj = _object(s3.get("object"))
     tag = obj.get("sequencer") or obj.get("eTag")
     event_id = f"{bucket}/{key}@{tag}" if isinstance(tag, str) else f"{bucket}/{key}"
@@ -151,10 +151,12 @@ def _key_problem(document: dict[str, Any], records: list[Any], record_key: str |
     if top is not None and not isinstance(top, str):
         return "MinIO notification Key is not a string"
     if record_key is not None and top is not None and record_key != top:
-        return f"record key {shown(record_key)} is not the notification's Key {shown(top)}"
+        key, notified = display.quoted(record_key), display.quoted(top)
+        return f"record key {key} is not the notification's Key {notified}"
     for label, value in (("record key", record_key), ("notification Key", top)):
         if value is not None and value not in names:
-            return f"{label} {shown(value)} does not name any of its Records as <bucket>/<key>"
+            shown = display.quoted(value)
+            return f"{label} {shown} does not name any of its Records as <bucket>/<key>"
     return ""
 
 

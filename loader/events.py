@@ -34,7 +34,7 @@ from cloudevents.core.v1.event import CloudEvent
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from loader.decode_minio import shown
+from loader import display
 from loader.errors import InvalidArgument
 from loader.schemas.rollway.v1.assignment_pb2 import AssignmentChanged
 from loader.schemas.rollway.v1.events_pb2 import ModelPublished, VersionRejected, VersionStaged
@@ -234,7 +234,7 @@ def _problem(err: Exception, prefix: str) -> str:
         parts = [f"{type(err).__name__}: {err}"]
     text = "; ".join(parts)
     # Attribute names and values come from the sender: quoted unless plain.
-    shown_text = text if len(text) <= 300 and text.isprintable() else shown(text, 300)
+    shown_text = text if len(text) <= 300 and text.isprintable() else display.quoted(text, 300)
     return f"not a valid CloudEvent ({shown_text})"
 
 

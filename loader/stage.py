@@ -51,12 +51,12 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
-from loader import layout, manifest, staged
+from loader import display, layout, manifest, staged
 from loader.errors import DataLoss, FailedPrecondition, InvalidArgument
 from loader.progress import Progress
 from loader.schemas.rollway.v1.manifest_pb2 import FileEntry, VersionManifest
 from loader.staged import StagedInfo, staged_info, staged_versions
-from loader.storage import Storage, redact
+from loader.storage import Storage
 from loader.verify import Verdict, VerificationReport
 
 __all__ = [
@@ -186,7 +186,7 @@ def same_location(a: Storage, a_key: str, b: Storage, b_key: str) -> bool:
 
 
 def _location(storage: Storage, key: str) -> tuple[str, str, str]:
-    uri = redact(storage.join(key.strip("/")))
+    uri = display.uri(storage.join(key.strip("/")))
     scheme, sep, rest = uri.partition("://")
     path = posixpath.normpath("/" + rest if sep else rest).lstrip("/") if rest else ""
     endpoint = str(getattr(storage, "endpoint", ""))

@@ -50,13 +50,13 @@ from functions.rollout.service import (
     Service,
     Strategy,
     annotations_of,
-    clean,
     env_value,
     revision_name,
     revision_readiness,
     serving_container,
     set_env,
     watermark,
+    without_status,
 )
 from loader.errors import FailedPrecondition, InvalidArgument
 
@@ -106,7 +106,7 @@ def desired_service(
     base = current if current is not None else template
     if base is None:
         raise FailedPrecondition(f"no Service for model {assignment.model} and no template")
-    service = clean(base)
+    service = without_status(base)
     _check_model(service, assignment.model)
     if assignment.generation <= 0:
         raise InvalidArgument(f"generation {assignment.generation} of {assignment.model}")
@@ -130,7 +130,7 @@ def heal(
     """``current`` with its failed revisions taken out of the traffic; nothing else."""
     before = split_of(current)
     healed = _heal(before, _readiness(current, revision_status))
-    return _with_split(clean(current), before, healed)
+    return _with_split(without_status(current), before, healed)
 
 
 def promote(
@@ -150,7 +150,7 @@ def promote(
         why = "failed (Ready=False)" if state is Readiness.FAILED else "is not Ready yet"
         raise FailedPrecondition(f"revision {target} of Service {name} {why}: not promoting it")
     after = _heal(Split(target, previous=before.stable), readiness)
-    return _with_split(clean(current), before, after)
+    return _with_split(without_status(current), before, after)
 
 
 def rollback_target(
@@ -184,7 +184,7 @@ def rollback(
     before = split_of(current)
     healed = _heal(before, readiness)
     previous = healed.previous if target == healed.stable else healed.stable
-    service = clean(current)
+    service = without_status(current)
     if generation is not None and generation > watermark(service):
         service["metadata"].setdefault("annotations", {})[GENERATION] = str(generation)
     return _with_split(service, before, _heal(Split(target, previous=previous), readiness))

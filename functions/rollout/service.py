@@ -134,7 +134,7 @@ def service_from_template(
         raise InvalidArgument(f"the template is not a Knative Service ({API_VERSION} {KIND})")
     if not DNS_LABEL.fullmatch(name):
         raise InvalidArgument(f"Service name {name!r} is not a DNS label of at most 63 characters")
-    service = clean(template)
+    service = without_status(template)
     metadata = service["metadata"]
     for field in (*_SERVER_FIELDS, "namespace"):
         metadata.pop(field, None)
@@ -220,7 +220,7 @@ def annotations_of(service: Mapping[str, Any]) -> dict[str, str]:
     return dict((service.get("metadata") or {}).get("annotations") or {})
 
 
-def clean(service: Mapping[str, Any]) -> Service:
+def without_status(service: Mapping[str, Any]) -> Service:
     """A deep copy without ``status``, which is the server's."""
     copied = copy.deepcopy(dict(service))
     copied.pop("status", None)

@@ -16,7 +16,7 @@ No level prints a credential, DEBUG included. Two lines of defence:
   the values of credential environment variables (``CREDENTIAL_ENV`` and any
   ``*SECRET*``, ``*TOKEN*``, ``*PASSWORD*``), token, signature and
   ``Authorization`` header values, and the user info of URLs
-  (``loader.storage.redact_text``).
+  (``loader.display.text``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from urllib.parse import quote
 
-from loader.storage import redact_text
+from loader import display
 
 QUIET_LOGGERS = ("boto3", "botocore", "s3transfer", "urllib3", "requests")
 CREDENTIAL_ENV = (
@@ -75,7 +75,7 @@ class Redactor(logging.Filter):
             text = self._values.sub(MASK, text)
         text = _TOKEN_VALUE.sub(rf"\1\2{MASK}", text)
         text = _AUTHORIZATION_VALUE.sub(rf"\1\2{MASK}", text)
-        return redact_text(text)
+        return display.text(text)
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import importlib
 from urllib.parse import urlsplit
 
+from loader import display
 from loader.errors import InvalidArgument
-from loader.storage.base import CHUNK_BYTES, ObjectInfo, Storage, check_key, redact, redact_text
+from loader.storage.base import CHUNK_BYTES, ObjectInfo, Storage, check_key
 
 __all__ = [
     "BACKENDS",
@@ -21,8 +22,6 @@ __all__ = [
     "Storage",
     "check_key",
     "open_storage",
-    "redact",
-    "redact_text",
     "scheme_of",
 ]
 
@@ -43,7 +42,7 @@ def scheme_of(uri: str) -> str:
     try:
         scheme = urlsplit(uri).scheme.lower()
     except ValueError as err:
-        raise InvalidArgument(f"malformed storage URI {redact(uri)!r}: {err}") from None
+        raise InvalidArgument(f"malformed storage URI {display.uri(uri)!r}: {err}") from None
     return "" if len(scheme) <= 1 else scheme
 
 
@@ -53,7 +52,7 @@ def open_storage(uri: str) -> Storage:
     if module_name is None:
         known = ", ".join(sorted(f"{s}://" for s in BACKENDS if s))
         raise InvalidArgument(
-            f"unsupported storage URI scheme {scheme!r} in {redact(uri)!r};"
+            f"unsupported storage URI scheme {scheme!r} in {display.uri(uri)!r};"
             f" use a local path or one of {known}"
         )
     module = importlib.import_module(module_name)

@@ -20,11 +20,9 @@ Messages name the URI and the key, never a credential.
 from __future__ import annotations
 
 import abc
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
-from urllib.parse import urlsplit
 
 from loader.errors import DataLoss, InvalidArgument
 
@@ -131,27 +129,3 @@ def check_key(key: str) -> str:
     if any(part in ("", ".", "..") for part in parts[:-1]) or parts[-1] in (".", ".."):
         raise InvalidArgument(f"storage key {key!r} contains an empty, '.' or '..' segment")
     return key
-
-
-def redact(uri: str) -> str:
-    """``uri`` without user info, query or fragment: the form safe for logs and
-    errors. Never raises; a URI too malformed to parse becomes a placeholder."""
-    try:
-        parts = urlsplit(uri)
-        if not parts.scheme or len(parts.scheme) <= 1:
-            return uri
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-    except ValueError:  # a bad port or IPv6 literal: it may hold anything, show nothing
-        return "<malformed URI>"
-    return f"{parts.scheme}://{host}{parts.path}"
-
-
-_USERINFO = re.compile(r"(//)[^/@\s]+@")
-
-
-def redact_text(text: str) -> str:
-    """``text`` with the user info of every URL in it (``//user:secret@host``)
-    replaced: ``redact`` for free text such as log lines and error messages."""
-    return _USERINFO.sub(r"\1<redacted>@", text)

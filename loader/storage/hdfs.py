@@ -55,9 +55,9 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 from urllib.parse import unquote, urlsplit
 
-from loader import backoff
+from loader import backoff, display
 from loader.errors import InvalidArgument, NotFound, PermissionDenied, RollwayError, Unavailable
-from loader.storage.base import CHUNK_BYTES, ObjectInfo, Storage, check_key, redact
+from loader.storage.base import CHUNK_BYTES, ObjectInfo, Storage, check_key
 
 _TMP_MARK = ".rollway-tmp-"
 _LOCK_MARK = ".rollway-lock"
@@ -144,9 +144,9 @@ def _connector(host: str, port: int, uri: str) -> Callable[[], Any]:
 def from_uri(uri: str) -> HdfsStorage:
     parts = urlsplit(uri)
     if not parts.hostname:
-        raise InvalidArgument(f"{redact(uri)!r} is not an hdfs://namenode[:port]/path URI")
-    connect = _connector(parts.hostname, parts.port or 0, redact(uri))
-    return HdfsStorage(connect, unquote(parts.path) or "/", redact(uri))
+        raise InvalidArgument(f"{display.uri(uri)!r} is not an hdfs://namenode[:port]/path URI")
+    connect = _connector(parts.hostname, parts.port or 0, display.uri(uri))
+    return HdfsStorage(connect, unquote(parts.path) or "/", display.uri(uri))
 
 
 def map_error(err: Exception, uri: str) -> RollwayError:

@@ -40,7 +40,7 @@ import botocore.exceptions as bce
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from loader import backoff
+from loader import backoff, display
 from loader.errors import (
     ConfigError,
     Internal,
@@ -51,7 +51,7 @@ from loader.errors import (
     Unauthenticated,
     Unavailable,
 )
-from loader.storage.base import ObjectInfo, Storage, check_key, redact
+from loader.storage.base import ObjectInfo, Storage, check_key
 
 # Objects below MULTIPART_BYTES go up in one PUT; larger ones in PART_BYTES
 # parts, MAX_CONCURRENCY at a time: boto3 upload_file's part size and
@@ -111,7 +111,7 @@ class S3Settings:
             urlsplit(endpoint).scheme not in ("http", "https") or "@" in urlsplit(endpoint).netloc
         ):
             raise ConfigError(
-                f"S3 endpoint {redact(endpoint)!r} must be an http(s) URL without credentials"
+                f"S3 endpoint {display.uri(endpoint)!r} must be an http(s) URL without credentials"
             )
         region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
         verify: bool | str = True
@@ -238,17 +238,17 @@ class S3Storage(Storage):
     def __init__(self, uri: str, settings: S3Settings) -> None:
         parts = urlsplit(uri)
         if parts.scheme.lower() != "s3" or not parts.hostname:
-            raise InvalidArgument(f"{redact(uri)!r} is not an s3://bucket/prefix URI")
+            raise InvalidArgument(f"{display.uri(uri)!r} is not an s3://bucket/prefix URI")
         if parts.username or parts.password:
             raise InvalidArgument(
-                f"{redact(uri)!r} embeds credentials; set AWS_ACCESS_KEY_ID instead"
+                f"{display.uri(uri)!r} embeds credentials; set AWS_ACCESS_KEY_ID instead"
             )
         self.bucket = parts.netloc
         prefix = parts.path.strip("/")
         self.prefix = f"{prefix}/" if prefix else ""
         self.uri = f"s3://{self.bucket}/{prefix}".rstrip("/")
         self.settings = settings
-        self.endpoint = redact(settings.endpoint_url) if settings.endpoint_url else "AWS S3"
+        self.endpoint = display.uri(settings.endpoint_url) if settings.endpoint_url else "AWS S3"
         self._client = settings.client()
 
     def _key(self, key: str) -> str:

@@ -44,6 +44,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import requests
 
+from loader import display
 from loader.errors import (
     AlreadyExists,
     Internal,
@@ -54,7 +55,7 @@ from loader.errors import (
     Unauthenticated,
     Unavailable,
 )
-from loader.storage.base import ObjectInfo, Storage, check_key, redact
+from loader.storage.base import ObjectInfo, Storage, check_key
 
 _TMP_MARK = ".rollway-tmp-"
 TIMEOUT = (10, 120)  # seconds: connect, and between bytes
@@ -128,7 +129,7 @@ class WebHdfsStorage(Storage):
         parts = urlsplit(uri)
         scheme = parts.scheme.lower()
         if scheme not in ("webhdfs", "webhdfss") or not parts.hostname:
-            raise InvalidArgument(f"{redact(uri)!r} is not a webhdfs://host:port/path URI")
+            raise InvalidArgument(f"{display.uri(uri)!r} is not a webhdfs://host:port/path URI")
         tls = scheme == "webhdfss"
         port = parts.port or (9871 if tls else 9870)
         self.endpoint = f"{'https' if tls else 'http'}://{parts.hostname}:{port}"

@@ -45,13 +45,11 @@ from typing import Any
 from functions import func_asgi, loader_cmd
 from functions.func_asgi import Answer
 from functions.serving import logs
-from loader import backoff, emit
+from loader import backoff, display, emit
 from loader.consumer import FAILURES, record_outcome
-from loader.decode import MAX_EVENT_BYTES, MAX_ID_CHARS, Decision, Rejected, decode_http
-from loader.decode_minio import shown
+from loader.decode import MAX_EVENT_BYTES, Decision, Rejected, decode_http
 from loader.errors import ConfigError, InvalidArgument, RollwayError, Unavailable
 from loader.pipeline import LoaderConfig, Outcome, Pipeline, Result
-from loader.storage import redact, redact_text
 
 log = logging.getLogger("rollway.loader")
 
@@ -172,7 +170,7 @@ class LoaderFunction(func_asgi.Sink):
         """One attempt; True when done (ready, or broken for good)."""
         settings = self._settings
         assert settings is not None
-        store = redact(settings.loader.store_uri)
+        store = display.uri(settings.loader.store_uri)
         pipeline = self._pipeline
         if pipeline is None:
             try:
@@ -182,7 +180,7 @@ class LoaderFunction(func_asgi.Sink):
                 log.error("rollway loader function cannot start: %s", self._broken)
                 return True
             except Exception as err:
-                return self._unready(f"cannot open the store {store}: {describe(err)}")
+                return self._unready(f"cannot open the store {store}: {display.error(err)}")
             with self._lock:
                 self._pipeline = pipeline
         if self._emitter is None:
@@ -190,7 +188,7 @@ class LoaderFunction(func_asgi.Sink):
                 emitter = emit.KafkaEmitter(settings.bootstrap)
             except Exception as err:
                 kafka = settings.bootstrap
-                return self._unready(f"Kafka at {kafka} is unreachable: {describe(err)}")
+                return self._unready(f"Kafka at {kafka} is unreachable: {display.error(err)}")
             with self._lock:
                 if self._stopping.is_set():
                     emitter.close()
@@ -200,7 +198,7 @@ class LoaderFunction(func_asgi.Sink):
             # A missing bucket or bad credentials fail here too, not only a dead endpoint.
             next(iter(pipeline.store.list(PROBE_PREFIX)), None)
         except Exception as err:
-            return self._unready(f"the store {store} is unreachable: {describe(err)}")
+            return self._unready(f"the store {store} is unreachable: {display.error(err)}")
         with self._lock:
             self._ready, self._why = True, ""
         log.info("rollway loader function ready: store %s, Kafka %s", store, settings.bootstrap)
@@ -221,8 +219,10 @@ class LoaderFunction(func_asgi.Sink):
             answer = await asyncio.to_thread(self._deliver, headers, body, dead_letter)
         except Exception as err:  # nothing durable happened: the KafkaSource redelivers
             FAILURES.inc()
-            reason = describe(err)
-            log.error("delivery %s failed, answering 503: %s", shown(headers["ce-id"]), reason)
+            reason = display.error(err)
+            log.error(
+                "delivery %s failed, answering 503: %s", display.quoted(headers["ce-id"]), reason
+            )
             answer = Answer(503, {"status": "unavailable", "reason": reason})
         return answer
 
@@ -236,7 +236,9 @@ class LoaderFunction(func_asgi.Sink):
             raise Unavailable(f"the loader is not ready: {self._why}")
         if body is None:
             reason = f"the HTTP body is over MAX_EVENT_BYTES ({MAX_EVENT_BYTES} bytes); not parsed"
-            decisions: list[Decision] = [Rejected(reason, source_record=clean(headers["ce-id"]))]
+            decisions: list[Decision] = [
+                Rejected(reason, source_record=display.name(headers["ce-id"]))
+            ]
         else:
             decisions = decode_http(headers, body, pipeline.decode_config)
         results = []
@@ -256,7 +258,7 @@ class LoaderFunction(func_asgi.Sink):
         been staged after all (an answer lost to a timeout). Still INCOMPLETE, it
         is rejected for good and no longer parked, since nothing would retry it."""
         log.warning("dead-lettered delivery %s; its last answer was %s",
-                    shown(headers["ce-id"]), last_answer(headers))  # fmt: skip
+                    display.quoted(headers["ce-id"]), last_answer(headers))  # fmt: skip
         result = pipeline.handle(decision)
         if result.outcome is not Outcome.RETRY:
             return result
@@ -279,7 +281,7 @@ def answer_for(results: list[Result]) -> Answer:
         if result.version >= 0:
             entry["version"] = result.version
         if result.reason:
-            entry["reason"] = redact_text(result.reason)[:MAX_REASON_CHARS]
+            entry["reason"] = display.text(result.reason)[:MAX_REASON_CHARS]
         if result.assignment is not None:
             entry["generation"] = result.assignment.generation
         entries.append(entry)
@@ -306,16 +308,4 @@ def last_answer(headers: Mapping[str, str]) -> str:
         text = base64.b64decode(data, validate=True).decode("utf-8", "replace")
     except (binascii.Error, ValueError):
         text = data
-    return shown(redact_text(text), 300)
-
-
-def describe(err: BaseException) -> str:
-    """A failure for answers and logs: rollway's messages name no credential by
-    contract (loader.errors); anything else is cut short and scrubbed."""
-    if isinstance(err, RollwayError):
-        return redact_text(err.message)[:MAX_REASON_CHARS]
-    return f"{type(err).__name__}: {redact_text(str(err))[:200]}"
-
-
-def clean(text: str) -> str:
-    return text if len(text) <= MAX_ID_CHARS and text.isprintable() else shown(text)
+    return display.quoted(display.text(text), 300)

@@ -60,12 +60,13 @@ from functions.serving.core.listing import (
     wait_reason,
 )
 from functions.serving.core.version_ref import VersionRef
+from loader import display
 from loader.errors import Code, InvalidArgument, LoadError, NotFound
 from loader.fetch import local_sha256, remove_links
 from loader.manifest import MANIFEST_NAME, MAX_MANIFEST_BYTES, ManifestError, decode, path_problems
 from loader.progress import HashingReader
 from loader.schemas.rollway.v1.manifest_pb2 import FileEntry
-from loader.storage import BACKENDS, CHUNK_BYTES, ObjectInfo, open_storage, redact, scheme_of
+from loader.storage import BACKENDS, CHUNK_BYTES, ObjectInfo, open_storage, scheme_of
 from loader.storage.base import NotRegularFile
 from loader.storage.local import LocalStorage
 from loader.verify import (
@@ -92,7 +93,7 @@ def scheme_problem(uri: str) -> str:
         return ""
     known = ", ".join(sorted(f"{s}://" for s in BACKENDS if s))
     return (
-        f"no storage backend reads the URI scheme {scheme}:// of {redact(uri)!r}; "
+        f"no storage backend reads the URI scheme {scheme}:// of {display.uri(uri)!r}; "
         f"use a local path or one of {known}"
     )
 
@@ -143,7 +144,7 @@ class VersionRepository:
     def __init__(self, model: str, base_path: str, options: RepositoryOptions) -> None:
         self.model = model
         self.base_path = base_path
-        self.location = redact(base_path)
+        self.location = display.uri(base_path)
         self._options = options
         self._storage = open_storage(base_path)
         self._local = self._storage.root if isinstance(self._storage, LocalStorage) else None

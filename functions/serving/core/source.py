@@ -37,9 +37,9 @@ from functions.serving.core.listing import Scan, reported
 from functions.serving.core.manager import Manager
 from functions.serving.core.repository import RepositoryOptions, VersionRepository
 from functions.serving.core.version_ref import VersionRef
+from loader import display
 from loader.errors import Code, LoadError, RollwayError
 from loader.model_config import ModelSpec
-from loader.storage import redact
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +86,13 @@ class FileSystemSource:
             repository = self._repository(spec)
             scan = repository.scan()
         except RollwayError as err:
-            self._report((name, None), f"Could not read base path {redact(spec.base_path)} for "
+            where = display.uri(spec.base_path)
+            self._report((name, None), f"Could not read base path {where} for "
                          f"servable {name}: {err.message}", error=True)  # fmt: skip
             return
         except Exception as err:  # a backend's own failure (libhdfs, a JVM): still no traceback
-            self._report((name, None), f"Could not read base path {redact(spec.base_path)} for "
+            where = display.uri(spec.base_path)
+            self._report((name, None), f"Could not read base path {where} for "
                          f"servable {name}: {type(err).__name__}: {err}", error=True)  # fmt: skip
             return
         if scan.missing:
