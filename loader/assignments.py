@@ -29,13 +29,12 @@ document, whose ``current`` is the event to send.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 
 from google.protobuf import json_format
 
-from loader import backoff
+from loader import backoff, proto_json
 from loader.assign import Update
 from loader.errors import (
     DataLoss,
@@ -88,16 +87,9 @@ def decode(data: bytes, model: str, where: str = "") -> AssignmentDocument:
     refuses a schema version this code does not know."""
     where = where or f"assignment document of {model}"
     try:
-        parsed = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataLoss(f"{where} is not JSON: {err}") from None
-    if not isinstance(parsed, dict):
-        raise DataLoss(f"{where} is not a JSON object")
-    document = AssignmentDocument()
-    try:
-        json_format.ParseDict(parsed, document)
-    except json_format.ParseError as err:
-        raise DataLoss(f"{where} does not match its schema: {err}") from None
+        document = proto_json.decode(data, AssignmentDocument())
+    except proto_json.ProtoJsonError as err:
+        raise DataLoss(f"{where} {err}") from None
     if document.schema_version == 0:
         raise DataLoss(f"{where} has no schema_version")
     if document.schema_version > SCHEMA_VERSION:

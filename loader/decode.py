@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,9 +51,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cloudevents.core.base import BaseCloudEvent
-from google.protobuf import json_format
 
-from loader import display
+from loader import display, proto_json
 from loader.decode_minio import (
     DIGEST_SUFFIX,
     ArchiveFormat,
@@ -291,11 +289,10 @@ def _cloud_event(
 def _from_model_published(
     document: dict[str, Any], record: IncomingRecord, config: DecodeConfig, source: str, ce_id: str
 ) -> Decision:
-    event = ModelPublished()
     try:
-        json_format.ParseDict(document, event)
-    except (json_format.ParseError, ValueError, TypeError, RecursionError) as err:
-        reason = f"ModelPublished does not match its schema: {display.quoted(str(err), 300)}"
+        event = proto_json.to_message(document, ModelPublished())
+    except proto_json.ProtoJsonError as err:
+        reason = f"ModelPublished {err}"
         return Rejected(reason, source_record=source, event_id=display.name(ce_id))
     event_id = ce_id or "sha256:" + hashlib.sha256(record.value or b"").hexdigest()
     sha, uri = event.manifest_sha256, event.version_uri.removesuffix("/")
@@ -428,25 +425,9 @@ def _name_problem(what: str, name: str) -> str | None:
 def _parse_json(value: bytes) -> dict[str, Any] | str:
     """The JSON object in ``value``, or why it is not one (as "is not ...")."""
     try:
-        document = json.loads(value, object_pairs_hook=_unique, parse_constant=_no_constant)
-    except RecursionError:
-        return "is not JSON: nested too deeply"
-    except ValueError as err:  # also UnicodeDecodeError and our own
-        return f"is not JSON: {display.quoted(str(err), 300)}"
-    if not isinstance(document, dict):
-        return f"is not a JSON object but {type(document).__name__}"
-    return document
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    document = dict(pairs)
-    if len(document) != len(pairs):  # parsers disagree on which duplicate wins
-        raise ValueError("duplicate key in a JSON object")
-    return document
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")
+        return proto_json.load_object(value)
+    except proto_json.ProtoJsonError as err:
+        return str(err)
 
 
 def _header(record: IncomingRecord, name: str) -> str | None:

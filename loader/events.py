@@ -15,7 +15,6 @@ cannot know: how a KafkaSource wraps a plain record (``kafkasource_record``).
 from __future__ import annotations
 
 import datetime
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from cloudevents.core.v1.event import CloudEvent
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from loader import display
+from loader import display, proto_json
 from loader.errors import InvalidArgument
 from loader.schemas.rollway.v1.assignment_pb2 import AssignmentChanged
 from loader.schemas.rollway.v1.events_pb2 import ModelPublished, VersionRejected, VersionStaged
@@ -100,18 +99,10 @@ def encode_model_published(event: ModelPublished, source: str) -> KafkaRecord:
 
 def decode_data(value: bytes, message: M) -> M:
     """Fills ``message`` from a record value (proto3 JSON); InvalidArgument names the problem."""
-    name = type(message).__name__
     try:
-        document = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InvalidArgument(f"{name} event is not JSON: {err}") from None
-    if not isinstance(document, dict):
-        raise InvalidArgument(f"{name} event is not a JSON object")
-    try:
-        json_format.ParseDict(document, message)
-    except json_format.ParseError as err:
-        raise InvalidArgument(f"{name} event does not match its schema: {err}") from None
-    return message
+        return proto_json.decode(value, message)
+    except proto_json.ProtoJsonError as err:
+        raise InvalidArgument(f"{type(message).__name__} event {err}") from None
 
 
 def header(headers: list[tuple[str, bytes]], name: str) -> str | None:

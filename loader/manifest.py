@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 from google.protobuf import json_format
 
+from loader import proto_json
 from loader.errors import DataLoss, InvalidArgument, NotFound
 from loader.schemas.rollway.v1 import manifest_pb2
 from loader.storage.base import CHUNK_BYTES
@@ -79,20 +80,14 @@ def decode(data: bytes) -> VersionManifest:
     """Parses and validates a stored manifest; ``ManifestError`` lists every problem."""
     if len(data) > MAX_MANIFEST_BYTES:
         raise ManifestError([f"manifest is {len(data)} bytes, over the {MAX_MANIFEST_BYTES} limit"])
-    problems: list[str] = []
+    unknown: list[str] = []  # reported with every other problem, at once
     try:
-        document = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicate_keys(problems))
-    except (UnicodeDecodeError, ValueError) as err:
-        raise ManifestError([f"manifest is not UTF-8 JSON: {err}"]) from None
-    if not isinstance(document, dict):
-        raise ManifestError([f"manifest must be a JSON object, not {type(document).__name__}"])
-    _unknown_fields(document, VersionManifest.DESCRIPTOR, "", problems)
-    manifest = VersionManifest()
-    try:
-        json_format.ParseDict(document, manifest, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError) as err:
-        raise ManifestError([*problems, f"manifest does not match the schema: {err}"]) from None
-    problems += validate(manifest)
+        document = proto_json.load_object(data)
+        manifest = proto_json.to_message(document, VersionManifest(), unknown)
+    except proto_json.ProtoJsonError as err:
+        problems = [*unknown, *err.problems]
+        raise ManifestError([f"manifest {problem}" for problem in problems]) from None
+    problems = [f"manifest {problem}" for problem in unknown] + validate(manifest)
     if problems:
         raise ManifestError(problems)
     return manifest
@@ -142,33 +137,6 @@ def path_problems(path: str) -> list[str]:
     if path == MANIFEST_NAME:
         problems.append("the manifest lists itself")
     return problems
-
-
-def _no_duplicate_keys(problems: list[str]) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
-    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [key for key, _ in pairs]
-        problems.extend(
-            f"duplicate JSON key {k!r}" for k in sorted({k for k in keys if keys.count(k) > 1})
-        )
-        return dict(pairs)
-
-    return hook
-
-
-def _unknown_fields(value: Any, message: Any, where: str, out: list[str]) -> None:
-    """Appends every key of ``value`` that ``message`` lacks (json_format stops at one)."""
-    if not isinstance(value, dict):
-        return
-    fields = {f.name: f for f in message.fields} | {f.json_name: f for f in message.fields}
-    for key, item in value.items():
-        field = fields.get(key)
-        if field is None:
-            out.append(f"unknown field {where}{key!r}")
-        elif field.message_type is not None and field.message_type.file.package == "rollway.v1":
-            items = item if isinstance(item, list) else [item]
-            for index, element in enumerate(items):
-                suffix = f"[{index}]" if isinstance(item, list) else ""
-                _unknown_fields(element, field.message_type, f"{where}{key}{suffix}.", out)
 
 
 def sha256_stream(

@@ -108,7 +108,7 @@ INVALID = [
     ("unknown field", _set("extra", 1), "unknown field 'extra'"),
     ("unknown nested", _set("files.1.mode", "0644"), "unknown field files[1].'mode'"),
     ("unknown deep", _set("savedModel.metaGraphs.0.x", 1), "savedModel.metaGraphs[0].'x'"),
-    ("wrong type", _set("files.0.size", "ten"), "does not match the schema"),
+    ("wrong type", _set("files.0.size", "ten"), "does not match its schema"),
 ]
 
 
@@ -126,11 +126,11 @@ def test_invalid_documents(mutate: Callable[[dict[str, Any]], None], expected: s
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        (b"not json {", "not UTF-8 JSON"),
-        (b"\xff\xfe garbage", "not UTF-8 JSON"),
-        (b"", "not UTF-8 JSON"),
-        (b"[1, 2]", "must be a JSON object, not list"),
-        (b'{"model": "a", "model": "b"}', "duplicate JSON key 'model'"),
+        (b"not json {", "manifest is not JSON"),
+        (b"\xff\xfe garbage", "manifest is not JSON"),
+        (b"", "manifest is not JSON"),
+        (b"[1, 2]", "manifest is not a JSON object but list"),
+        (b'{"model": "a", "model": "b"}', "manifest is not JSON: duplicate key 'model'"),
         (b" " * (manifest.MAX_MANIFEST_BYTES + 1), "over the 16777216 limit"),
     ],
     ids=["not-json", "not-utf8", "empty", "array", "duplicate-key", "too-large"],
