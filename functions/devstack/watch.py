@@ -4,42 +4,25 @@ model's new generation through it."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from loader import events
-from loader.errors import InvalidArgument
+from loader.assignment_tail import AssignmentTail
 from loader.schemas.rollway.v1.assignment_pb2 import AssignmentChanged
 
 
 class AssignmentWatcher:
-    """Reads the assignments topic from the beginning with no consumer group (as a
-    following replica does), decoding every AssignmentChanged."""
+    """Every AssignmentChanged on the topic, from the beginning, as a following
+    replica reads them (``loader.assignment_tail``)."""
 
     def __init__(self, bootstrap: str, topic: str = events.ASSIGNMENTS_TOPIC) -> None:
-        from kafka import KafkaConsumer, TopicPartition
-
         self.seen: list[AssignmentChanged] = []
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
-        )
-        partitions = self._consumer.partitions_for_topic(topic) or {0}
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        self._consumer.assign(assigned)
-        self._consumer.seek_to_beginning(*assigned)
+        self._tail = AssignmentTail(bootstrap, topic, client_id="rollway-watch")
+        self._tail.attach(missing_ok=True)
 
     def poll(self, timeout_ms: int = 500) -> list[AssignmentChanged]:
-        """The AssignmentChanged events that arrived since the last poll."""
-        new: list[AssignmentChanged] = []
-        batches: dict[Any, list[Any]] = self._consumer.poll(timeout_ms=timeout_ms)
-        for records in batches.values():
-            for record in records:
-                kind = events.header(list(record.headers or ()), "ce_type")
-                if record.value is None or kind not in (None, events.ASSIGNMENT_CHANGED):
-                    continue
-                try:
-                    new.append(events.decode_data(record.value, AssignmentChanged()))
-                except InvalidArgument:
-                    continue  # not ours to judge here; a replica logs and counts these
+        """The AssignmentChanged events that arrived since the last poll (records
+        that do not decode are not ours to judge here; a replica logs and counts them)."""
+        new = [e for e in self._tail.poll(timeout_ms) if isinstance(e, AssignmentChanged)]
         self.seen += new
         return new
 
@@ -57,4 +40,4 @@ class AssignmentWatcher:
             self.poll()
 
     def close(self) -> None:
-        self._consumer.close()
+        self._tail.close()

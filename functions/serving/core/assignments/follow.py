@@ -4,11 +4,12 @@ Two sources feed one loop:
 
 - ``poll`` reads each served model's assignment document every
   ``--follow_poll_seconds``;
-- ``kafka`` reads the compacted assignments topic with its own consumer and no
-  group: every replica must see every event and must not commit offsets for the
-  others. It assigns itself every partition and reads from the beginning, so it
-  sees the newest generation of each model even if it was sent before this
-  replica started; it then keeps consuming.
+- ``kafka`` reads the compacted assignments topic with ``loader.assignment_tail``:
+  no consumer group, since every replica must see every event and must not
+  commit offsets for the others (the loader's and the rollout's loop,
+  ``loader.group_consumer``, is a group member's, so it does not fit here).
+  The tail reads every partition from the beginning, so it sees the newest
+  generation of each model even if it was sent before this replica started.
 
 The loop keeps the newest generation seen per served model and hands it to
 ``Target.swap``. Older and duplicate generations are dropped (every event states
@@ -26,12 +27,13 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from functions.serving.core.assignments.settings import AssignmentSettings
 from functions.serving.metrics import ServingMetrics
-from loader import assignments, backoff, events
-from loader.errors import InvalidArgument, RollwayError
+from loader import assignments, backoff
+from loader.assignment_tail import AssignmentTail, BadRecord
+from loader.errors import RollwayError
 from loader.schemas.rollway.v1.assignment_pb2 import AssignmentChanged
 from loader.storage import Storage
 
@@ -180,50 +182,31 @@ class Follower:
             self.apply_due()
 
     def _consume(self, source: str) -> None:
-        from kafka import KafkaConsumer, TopicPartition
-
         o = self._options
-        consumer = KafkaConsumer(
-            bootstrap_servers=o.kafka_bootstrap_servers.split(","), group_id=None,
-            enable_auto_commit=False, client_id=f"rollway-serve-{socket.gethostname()}",
-            # A new generation should reach the replica promptly: the broker may
-            # hold an empty fetch this long (kafka-python's default is 500 ms).
-            fetch_max_wait_ms=50, allow_auto_create_topics=False,
-        )  # fmt: skip
+        tail = AssignmentTail(
+            o.kafka_bootstrap_servers, o.topic, client_id=f"rollway-serve-{socket.gethostname()}"
+        )
         try:
-            partitions: list[Any] = []
+            attached = False
             while not self._stop.is_set():
-                if not partitions:
-                    found = consumer.partitions_for_topic(o.topic)
-                    if found:
-                        partitions = [TopicPartition(o.topic, p) for p in sorted(found)]
-                        consumer.assign(partitions)
-                        consumer.seek_to_beginning(*partitions)
+                if not attached:
+                    attached = tail.attach()
+                    if attached:
                         self._recovered(source)
-                        log.info("following %s (%d partitions)", source, len(partitions))
+                        log.info("following %s (%d partitions)", source, tail.partitions)
                     else:
                         self._failed(source, "", f"{source}: the topic does not exist yet")
                         self._stop.wait(RETRY_INITIAL_SECONDS)
-                if partitions:
-                    for records in consumer.poll(timeout_ms=KAFKA_POLL_MS).values():
-                        for record in records:
-                            self._offer_record(record)
+                if attached:
+                    for item in tail.poll(KAFKA_POLL_MS):
+                        if isinstance(item, BadRecord):
+                            self._failures.labels("").inc()
+                            log.warning("ignoring record %s: %s", item.where, item.reason)
+                        else:
+                            self.offer(item)
                 self.apply_due()
         finally:
-            consumer.close()
-
-    def _offer_record(self, record: Any) -> None:
-        kind = events.header(list(record.headers or ()), "ce_type")
-        if record.value is None or kind not in (None, events.ASSIGNMENT_CHANGED):
-            return  # a tombstone, or another event type
-        try:
-            assignment = events.decode_data(record.value, AssignmentChanged())
-        except InvalidArgument as err:
-            where = f"{record.topic}/{record.partition}@{record.offset}"
-            self._failures.labels("").inc()
-            log.warning("ignoring record %s: %s", where, err.message)
-            return
-        self.offer(assignment)
+            tail.close()
 
 
 def start(target: Target, options: AssignmentSettings, metrics: ServingMetrics) -> Follower | None:
