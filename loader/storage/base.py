@@ -20,9 +20,10 @@ Messages name the URI and the key, never a credential.
 from __future__ import annotations
 
 import abc
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from loader.errors import DataLoss, InvalidArgument
 
@@ -34,6 +35,39 @@ CHUNK_BYTES = 8 * 1024 * 1024
 class NotRegularFile(DataLoss):
     """A key that names a symbolic link, device, FIFO or socket (local disk):
     what a version holds there is no file, and it is never followed or read."""
+
+
+class BodyReader(io.RawIOBase, abc.ABC):
+    """An object's body as a readable binary file (what ``Storage.open``
+    returns): a backend says how to read some bytes and how to let go of its
+    response; buffering, ``readinto`` and closing are the same for all."""
+
+    @abc.abstractmethod
+    def read_some(self, want: int | None) -> bytes:
+        """Up to ``want`` bytes (the rest when None; b"" at the end); the
+        backend's errors mapped to ``RollwayError``."""
+
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Closes the backend's response or file."""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self.read_some(None if size is None or size < 0 else size)
+
+    def readall(self) -> bytes:
+        return self.read_some(None)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read_some(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.release()
+        super().close()
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,7 @@ from urllib.parse import unquote, urlsplit
 
 from loader import backoff, display
 from loader.errors import InvalidArgument, NotFound, PermissionDenied, RollwayError, Unavailable
-from loader.storage.base import CHUNK_BYTES, ObjectInfo, Storage, check_key
+from loader.storage.base import CHUNK_BYTES, BodyReader, ObjectInfo, Storage, check_key
 
 _TMP_MARK = ".rollway-tmp-"
 _LOCK_MARK = ".rollway-lock"
@@ -164,7 +164,7 @@ def map_error(err: Exception, uri: str) -> RollwayError:
     return Unavailable(f"HDFS failed on {uri}: {detail}")
 
 
-class _RangeReader(io.RawIOBase):
+class _RangeReader(BodyReader):
     """At most ``remaining`` bytes (all, if None) of a pyarrow file, errors mapped."""
 
     def __init__(self, file: Any, remaining: int | None, uri: str) -> None:
@@ -172,11 +172,7 @@ class _RangeReader(io.RawIOBase):
         self._remaining = remaining
         self._uri = uri
 
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        want = None if size is None or size < 0 else size
+    def read_some(self, want: int | None) -> bytes:
         if self._remaining is not None:
             want = self._remaining if want is None else min(want, self._remaining)
         try:
@@ -187,17 +183,8 @@ class _RangeReader(io.RawIOBase):
             self._remaining -= len(data)
         return data
 
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
+    def release(self) -> None:
         self._file.close()
-        super().close()
 
 
 class _Held(Exception):

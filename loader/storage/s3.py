@@ -51,7 +51,7 @@ from loader.errors import (
     Unauthenticated,
     Unavailable,
 )
-from loader.storage.base import ObjectInfo, Storage, check_key
+from loader.storage.base import BodyReader, ObjectInfo, Storage, check_key
 
 # Objects below MULTIPART_BYTES go up in one PUT; larger ones in PART_BYTES
 # parts, MAX_CONCURRENCY at a time: boto3 upload_file's part size and
@@ -200,7 +200,7 @@ def map_error(err: Exception, uri: str, endpoint: str) -> RollwayError:
 _ERRORS = (bce.BotoCoreError, bce.ClientError)
 
 
-class _Body(io.RawIOBase):
+class _Body(BodyReader):
     """A StreamingBody as a readable binary file; errors mid-stream are mapped."""
 
     def __init__(self, body: Any, uri: str, endpoint: str) -> None:
@@ -208,26 +208,17 @@ class _Body(io.RawIOBase):
         self._uri = uri
         self._endpoint = endpoint
 
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size == 0:  # botocore would take an empty read for a truncated body
+    def read_some(self, want: int | None) -> bytes:
+        if want == 0:  # botocore would take an empty read for a truncated body
             return b""
         try:
-            data: bytes = self._body.read(None if size is None or size < 0 else size)
+            data: bytes = self._body.read(want)
         except _ERRORS as err:
             raise map_error(err, self._uri, self._endpoint) from None
         return data
 
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
+    def release(self) -> None:
         self._body.close()
-        super().close()
 
 
 def from_uri(uri: str) -> S3Storage:

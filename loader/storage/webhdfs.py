@@ -39,7 +39,7 @@ import posixpath
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, cast
+from typing import BinaryIO, cast
 from urllib.parse import quote, unquote, urlsplit
 
 import requests
@@ -55,7 +55,7 @@ from loader.errors import (
     Unauthenticated,
     Unavailable,
 )
-from loader.storage.base import ObjectInfo, Storage, check_key
+from loader.storage.base import BodyReader, ObjectInfo, Storage, check_key
 
 _TMP_MARK = ".rollway-tmp-"
 TIMEOUT = (10, 120)  # seconds: connect, and between bytes
@@ -97,31 +97,22 @@ def from_uri(uri: str) -> WebHdfsStorage:
     return WebHdfsStorage(uri, WebHdfsAuth.from_env(os.environ))
 
 
-class _Response(io.RawIOBase):
+class _Response(BodyReader):
     """The body of a streamed OPEN, as a binary file; transport errors are mapped."""
 
     def __init__(self, response: requests.Response, uri: str) -> None:
         self._response = response
         self._uri = uri
 
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
+    def read_some(self, want: int | None) -> bytes:
         try:
-            data: bytes = self._response.raw.read(None if size is None or size < 0 else size)
+            data: bytes = self._response.raw.read(want)
         except Exception as err:  # urllib3's errors: the connection broke mid-body
             raise Unavailable(f"reading {self._uri} failed: {type(err).__name__}") from None
         return data
 
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
+    def release(self) -> None:
         self._response.close()
-        super().close()
 
 
 class WebHdfsStorage(Storage):
