@@ -7,15 +7,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from functions.serving.process import await_serving
 
 
 class StackError(RuntimeError):
@@ -132,17 +130,8 @@ def signals_ignored() -> Iterator[None]:
 def wait_serving(child: Child, address: str, timeout: float) -> None:
     """Until the model-aware gRPC health check says SERVING; StackError with the log
     if the process exits first or the time runs out."""
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            if not child.running():
-                raise StackError(f"{child.name} exited before serving:\n{child.log_tail()}")
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise StackError(f"{child.name} not SERVING after {timeout:g}s:\n{child.log_tail()}")
+    serving = await_serving(address, timeout, lambda: not child.running())
+    if serving is False:
+        raise StackError(f"{child.name} exited before serving:\n{child.log_tail()}")
+    if serving is None:
+        raise StackError(f"{child.name} not SERVING after {timeout:g}s:\n{child.log_tail()}")

@@ -20,7 +20,6 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
 import requests
 
@@ -36,6 +35,7 @@ from functions.devstack.hdfs_dist import (
     run_logged,
     tail_of,
 )
+from functions.serving.process import Started
 
 
 def _free_ports(count: int) -> list[int]:
@@ -53,7 +53,7 @@ def _site(properties: dict[str, object]) -> str:
     return f'<?xml version="1.0"?>\n<configuration>\n{rows}</configuration>\n'
 
 
-class HdfsCluster:
+class HdfsCluster(Started):
     """One NameNode and one DataNode with configuration, data and logs under ``workdir``."""
 
     def __init__(self, workdir: Path, dist: HdfsDist | None = None) -> None:
@@ -210,14 +210,3 @@ class HdfsCluster:
             except subprocess.TimeoutExpired:
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(timeout)
-
-    def __enter__(self) -> HdfsCluster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

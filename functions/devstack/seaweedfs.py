@@ -22,12 +22,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import boto3
 import botocore.exceptions as bce
 from botocore.config import Config
+
+from functions.serving.process import Started
 
 LOOPBACK = "127.0.0.1"
 REGION = "us-east-1"
@@ -85,7 +86,7 @@ def _ports() -> list[int]:
     raise RuntimeError("no free set of ports on 127.0.0.1")
 
 
-class SeaweedFS:
+class SeaweedFS(Started):
     """``weed mini`` with data and logs under ``workdir``."""
 
     def __init__(self, workdir: Path) -> None:
@@ -241,14 +242,3 @@ class SeaweedFS:
             "AWS_ENDPOINT_URL": self.endpoint_url,
             "AWS_REGION": REGION,
         }
-
-    def __enter__(self) -> SeaweedFS:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -8,15 +8,16 @@ SIGKILL after a timeout, always by PID.
 
 from __future__ import annotations
 
+import abc
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -32,7 +33,43 @@ def free_port() -> int:
         return port
 
 
-class ServerProcess:
+class Started(abc.ABC):
+    """Something ``with`` starts (``start()`` returns it) and always stops: a
+    server process, or a test cluster of them."""
+
+    @abc.abstractmethod
+    def start(self) -> Self: ...
+
+    @abc.abstractmethod
+    def stop(self) -> object: ...
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def await_serving(address: str, timeout: float, exited: Callable[[], bool]) -> bool | None:
+    """Polls the gRPC health check at ``address``: True once it says SERVING,
+    False as soon as ``exited()`` (the process is gone), None after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if exited():
+                return False
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.RpcError:
+                pass
+            time.sleep(0.05)
+    return None
+
+
+class ServerProcess(Started):
     """``rollway serve`` on a free loopback port, stdout/stderr to ``log_path``."""
 
     def __init__(self, args: Sequence[str], log_path: Path, port: int | None = None) -> None:
@@ -57,22 +94,14 @@ class ServerProcess:
     def wait_serving(self, timeout: float = 120.0) -> None:
         """Blocks until health reports SERVING; raises with the log if it never does."""
         assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(
-                        f"server exited with {self.proc.returncode} before serving:\n{self.log()}"
-                    )
-                try:
-                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.05)
-        raise TimeoutError(f"server not SERVING after {timeout}s:\n{self.log()}")
+        proc = self.proc
+        serving = await_serving(self.address, timeout, lambda: proc.poll() is not None)
+        if serving is False:
+            raise RuntimeError(
+                f"server exited with {proc.returncode} before serving:\n{self.log()}"
+            )
+        if serving is None:
+            raise TimeoutError(f"server not SERVING after {timeout}s:\n{self.log()}")
 
     def wait_exit(self, timeout: float = 120.0) -> int:
         assert self.proc is not None
@@ -87,11 +116,3 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
-
-    def __enter__(self) -> ServerProcess:
-        return self.start()
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
