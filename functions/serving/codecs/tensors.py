@@ -78,9 +78,14 @@ _DTYPES = [
 ]
 BY_ENUM: dict[int, DType] = {d.enum: d for d in _DTYPES}
 _BY_NUMPY: dict[np.dtype[Any], DType] = {d.numpy: d for d in _DTYPES}
+# The DataTypes rollway does not carry, named in errors (tests/unit/test_dtype_table.py
+# checks both tables against TensorFlow's types_pb2).
 _DT_NAMES = {
     0: "DT_INVALID", 11: "DT_QINT8", 12: "DT_QUINT8", 13: "DT_QINT32", 15: "DT_QINT16",
-    16: "DT_QUINT16", 20: "DT_RESOURCE", 21: "DT_VARIANT",
+    16: "DT_QUINT16", 20: "DT_RESOURCE", 21: "DT_VARIANT", 24: "DT_FLOAT8_E5M2",
+    25: "DT_FLOAT8_E4M3FN", 26: "DT_FLOAT8_E4M3FNUZ", 27: "DT_FLOAT8_E4M3B11FNUZ",
+    28: "DT_FLOAT8_E5M2FNUZ", 29: "DT_INT4", 30: "DT_UINT4", 31: "DT_INT2", 32: "DT_UINT2",
+    33: "DT_FLOAT4_E2M1FN",
 }  # fmt: skip
 
 
