@@ -13,12 +13,13 @@ import argparse
 import datetime
 import getpass
 import json
-import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from functions import settings
 from loader import assignments, display, events
 from loader.assign import (
     OperatorIntents,
@@ -96,23 +97,26 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class StoreSettings:
+    """The settings of the assignment commands (``functions.settings``); the
+    reading ones (list, status) take only ``--store``."""
+
+    store: str = settings.store("the serving store holding _rollway/assignments")
+    kafka_bootstrap_servers: str = settings.kafka_bootstrap_servers("send AssignmentChanged there")
+    assignments_topic: str = settings.assignments_topic(
+        f"the topic of AssignmentChanged (default {events.ASSIGNMENTS_TOPIC})"
+    )
+
+
 def _common(parser: argparse.ArgumentParser, *, write: bool) -> None:
-    parser.add_argument(
-        "--store", default=os.environ.get("ROLLWAY_STORE", ""),
-        help="the serving store holding _rollway/assignments (env ROLLWAY_STORE)",
-    )  # fmt: skip
+    settings.add_arguments(parser, StoreSettings, only=None if write else {"store"})
     parser.add_argument("--json", action="store_true", help="print JSON on stdout")
-    if write:
-        parser.add_argument(
-            "--kafka-bootstrap-servers",
-            default=os.environ.get("ROLLWAY_KAFKA_BOOTSTRAP_SERVERS", ""),
-            help="send AssignmentChanged there (env ROLLWAY_KAFKA_BOOTSTRAP_SERVERS)",
-        )
-        parser.add_argument(
-            "--assignments-topic",
-            default=os.environ.get("ROLLWAY_ASSIGNMENTS_TOPIC", events.ASSIGNMENTS_TOPIC),
-            help=f"(env ROLLWAY_ASSIGNMENTS_TOPIC, default {events.ASSIGNMENTS_TOPIC})",
-        )
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments, with StoreSettings converted (flag, then variable, then default)."""
+    return settings.parse_into(parser, StoreSettings, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -123,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = sub.add_parser("status", help="one model's assignment")
     status.add_argument("model")
     _common(status, write=False)
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if args.action == "list":
         return _run(parser.prog, args, lambda storage: _list(storage, args.json))
     return _run(parser.prog, args, lambda storage: _status(storage, args.model, args.json))
@@ -135,7 +139,7 @@ def label_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("model")
     parser.add_argument("labels", nargs="*", type=_label_arg, metavar="LABEL=VERSION")
     parser.add_argument("--remove", action="append", default=[], metavar="LABEL")
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if not args.labels and not args.remove:
         parser.error("give LABEL=VERSION or --remove LABEL")
     return _write(parser.prog, args, _label_edit(dict(args.labels), args.remove))
@@ -148,7 +152,7 @@ def pin_main(argv: Sequence[str] | None = None) -> int:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--versions", type=_versions_arg, metavar="V,V")
     which.add_argument("--clear", action="store_true", help="hand versions back to the policy")
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     return _write(parser.prog, args, _pin_edit(args.versions))
 
 
@@ -156,7 +160,7 @@ def rollback_main(argv: Sequence[str] | None = None) -> int:
     parser = _parser("rollway rollback", _ROLLBACK_HELP)
     _common(parser, write=True)
     parser.add_argument("model")
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     return _write(parser.prog, args, _rollback_edit)
 
 

@@ -15,9 +15,12 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+from functions import settings
 from functions.progress_bar import human_bytes, transfer_bar
+from functions.settings import setting
 from functions.trial_load import load_problem
 from loader import display, events
 from loader.errors import AlreadyExists, InvalidArgument, RollwayError
@@ -46,6 +49,23 @@ exit status:
   3  the version exists (pass --force) or is staged (never replaced)
   5  the version is published, but the ModelPublished event could not be sent
 """
+
+
+@dataclass(frozen=True)
+class PublishSettings:
+    """The settings of ``rollway publish`` (``functions.settings``): where the event goes."""
+
+    kafka_bootstrap_servers: str = settings.kafka_bootstrap_servers(
+        "send a ModelPublished event there"
+    )
+    kafka_timeout_seconds: float = setting(
+        15.0, "how long sending the event may take before publish exits 5 (default 15)", minimum=0
+    )
+    topic: str = setting(
+        events.PUBLISH_TOPIC,
+        f"publish topic (default {events.PUBLISH_TOPIC})",
+        env="ROLLWAY_PUBLISH_TOPIC",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,22 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="replace an existing version")
     parser.add_argument("--no-check", action="store_true", help="skip the trial load in TensorFlow")
     parser.add_argument("--workers", type=int, default=8, help="parallel uploads (default 8)")
-    parser.add_argument(
-        "--kafka-bootstrap-servers",
-        default=os.environ.get("ROLLWAY_KAFKA_BOOTSTRAP_SERVERS", ""),
-        help="send a ModelPublished event there (env ROLLWAY_KAFKA_BOOTSTRAP_SERVERS)",
-    )
-    parser.add_argument(
-        "--kafka-timeout-seconds", type=float,
-        default=float(os.environ.get("ROLLWAY_KAFKA_TIMEOUT_SECONDS", "15")),
-        help="how long sending the event may take before publish exits 5 "
-        "(env ROLLWAY_KAFKA_TIMEOUT_SECONDS, default 15)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--topic",
-        default=os.environ.get("ROLLWAY_PUBLISH_TOPIC", events.PUBLISH_TOPIC),
-        help=f"publish topic (env ROLLWAY_PUBLISH_TOPIC, default {events.PUBLISH_TOPIC})",
-    )
+    settings.add_arguments(parser, PublishSettings)
     parser.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     parser.add_argument(
         "--progress", choices=("auto", "always", "never"), default="auto",
@@ -122,7 +127,7 @@ def model_name_of(base_uri: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = settings.parse_into(build_parser(), PublishSettings, argv)
     try:
         model = args.model_name or model_name_of(args.model_base_uri)
         version = choose_version(args)

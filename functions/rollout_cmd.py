@@ -12,6 +12,7 @@ its ServiceAccount, elsewhere ``KUBECONFIG`` (or ~/.kube/config).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import logging
@@ -22,11 +23,16 @@ import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from functions import models_cmd
+from functions import models_cmd, settings
 from functions.rollout import apply, plan
 from functions.rollout.consumer import RolloutConsumer
 from functions.rollout.service import Service, generation_of
-from functions.rollout.settings import CONSUMER_FLAGS, FLAGS, config_from, services_for
+from functions.rollout.settings import (
+    ConsumerSettings,
+    RolloutSettings,
+    config_from,
+    services_for,
+)
 from functions.rollout.status import status_json, status_text
 from functions.serving import logs
 from loader import assignments, display
@@ -71,22 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("model")
         if action in ("status", "promote"):  # rollback gets it from models_cmd._common
             command.add_argument("--json", action="store_true", help="print JSON on stdout")
-        for flag, (env, default, help_) in FLAGS.items():
-            if flag == "service":
-                alone = "; SERVICE alone names MODEL's" if action != "run" else ""
-                command.add_argument("--service", action="append", default=[],
-                                     help=f"{help_}{alone} [{env}]")  # fmt: skip
-            elif (
-                flag == "namespace"
-                or action == "run"
-                or (action == "status" and flag in ("strategy", "canary-percent"))
-            ):
-                command.add_argument(f"--{flag}", default=os.environ.get(env, default),
-                                     help=f"{help_} [{env}]")  # fmt: skip
+        settings.add_arguments(command, RolloutSettings, only={"namespace"})
+        # --service repeats, so argparse takes no default from its variable: _values reads it.
+        alone = "; SERVICE alone names MODEL's" if action != "run" else ""
+        service = next(f for f in dataclasses.fields(RolloutSettings) if f.name == "service")
+        command.add_argument("--service", action="append", default=[], help=(
+            f"{service.metadata['help']}{alone} [{settings.variable(RolloutSettings, 'service')}]"
+        ))  # fmt: skip
         if action == "run":
-            for flag, (env, default, help_) in CONSUMER_FLAGS.items():
-                command.add_argument(f"--{flag}", default=os.environ.get(env, default),
-                                     help=f"{help_} [{env}]")  # fmt: skip
+            settings.add_arguments(
+                command,
+                RolloutSettings,
+                only={"strategy", "canary_percent", "create_services", "template"},
+            )
+            settings.add_arguments(command, ConsumerSettings)
+        elif action == "status":
+            settings.add_arguments(command, RolloutSettings, only={"strategy", "canary_percent"})
         if action == "rollback":
             models_cmd._common(command, write=True)  # --store, Kafka: as `rollway rollback`
             command.add_argument("--traffic-only", action="store_true",
@@ -95,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    # rollback's --store and Kafka settings (models_cmd's), converted; defaults elsewhere.
+    args = settings.parse_into(build_parser(), models_cmd.StoreSettings, argv)
     prog = f"rollway rollout {args.action}"
     try:
         if args.action == "run":
@@ -123,11 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
-def _values(args: argparse.Namespace) -> dict[str, str]:
+def _values(args: argparse.Namespace) -> dict[str, str | bool]:
     """The flags for ``config_from``; ``--service`` entries are passed apart and
     its variable is read here (argparse's append takes no default from it)."""
-    values = {k: v for k, v in vars(args).items() if isinstance(v, str)}
-    values["service"] = os.environ.get(FLAGS["service"][0], "")
+    values = {k: v for k, v in vars(args).items() if isinstance(v, (str, bool))}
+    values["service"] = os.environ.get(settings.variable(RolloutSettings, "service"), "")
     return values
 
 
@@ -244,19 +251,26 @@ def _rollback_edit(generation: int | None) -> models_cmd.Edit:
 
 
 def _run(args: argparse.Namespace) -> int:
-    logs.configure(args.log_format, args.log_level)
+    try:
+        run = settings.from_values(ConsumerSettings, vars(args))
+    except RollwayError as err:  # before logging is configured: a bad log format or level
+        print(f"rollway rollout run: {err.message}", file=sys.stderr)
+        return EXIT_USAGE
+    logs.configure(run.log_format, run.log_level)
     try:
         rollout = config_from(_values(args), args.service)
-        if not args.bootstrap_servers:
-            raise ConfigError(f"--bootstrap-servers ({CONSUMER_FLAGS['bootstrap-servers'][0]}) "
-                              "is required")  # fmt: skip
-        resync = float(args.resync_seconds)
+        if not run.bootstrap_servers:
+            raise ConfigError(
+                f"{settings.name_of(ConsumerSettings, 'bootstrap_servers')} is required"
+            )
         api = api_factory()
     except (RollwayError, ValueError) as err:
         print(f"rollway rollout run: {getattr(err, 'message', err)}", file=sys.stderr)
         return EXIT_USAGE
-    consumer_config = GroupConfig(args.bootstrap_servers, args.assignments_topic, args.group,
-                                  client_id="rollway-rollout", tick_seconds=resync)  # fmt: skip
+    consumer_config = GroupConfig(
+        run.bootstrap_servers, run.assignments_topic, run.group,
+        client_id="rollway-rollout", tick_seconds=run.resync_seconds,
+    )  # fmt: skip
     consumer = RolloutConsumer(api, rollout, consumer_config)
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -10,7 +10,11 @@ and its metadata says what the flag does in rollway:
   its default fails at startup with "not supported yet".
 
 Every flag also reads ``ROLLWAY_<FLAG_NAME_IN_CAPITALS>`` from the environment
-(Knative passes configuration that way); the command line wins.
+(Knative passes configuration that way); the command line wins. Fields,
+variable names and booleans are ``functions.settings``' (one vocabulary for
+every command: true/false, 1/0, yes/no, on/off, t/f, y/n); the command line
+keeps TF Serving's syntax (``--flag=value`` or ``--flag value``, a bare boolean
+flag is true), and a blank variable is unset.
 """
 
 from __future__ import annotations
@@ -19,17 +23,18 @@ import argparse
 import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from functions import settings
 from functions.serving.core.repository import scheme_problem
 
 _CPUS = os.cpu_count() or 1
-ENV_PREFIX = "ROLLWAY_"
+ENV_PREFIX = settings.ENV_PREFIX
 
 
 def _flag(default: Any, help: str, support: str = "yes", why: str = "") -> Any:
-    return field(default=default, metadata={"help": help, "support": support, "why": why})
+    return settings.setting(default, help, extra={"support": support, "why": why})
 
 
 @dataclass(frozen=True)
@@ -278,12 +283,11 @@ class UsageError(ValueError):
 
 
 def _parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("true", "1", "yes", "t", "y"):
-        return True
-    if lowered in ("false", "0", "no", "f", "n"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    """settings.parse_bool, as argparse wants a type's error (its message verbatim)."""
+    try:
+        return settings.parse_bool(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 _CONVERTERS: dict[type, Callable[[str], Any]] = {
@@ -346,8 +350,8 @@ def parse_flags(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Pa
     explicit: set[str] = set()
     for f in _fields():
         given = getattr(namespace, f.name)
-        env_name = ENV_PREFIX + f.name.upper()
-        if given is None and env.get(env_name, "") != "":
+        env_name = settings.env_name(f.name)
+        if given is None and env.get(env_name, "").strip():  # blank: unset
             try:
                 given = _converter(_kind(f))(env[env_name])
             except (ValueError, argparse.ArgumentTypeError) as err:

@@ -51,6 +51,7 @@ from loader.errors import (
     Unauthenticated,
     Unavailable,
 )
+from loader.settings_values import parse_bool
 from loader.storage.base import BodyReader, ObjectInfo, Storage, check_key
 
 # Objects below MULTIPART_BYTES go up in one PUT; larger ones in PART_BYTES
@@ -76,11 +77,15 @@ CONDITIONAL_ATTEMPTS = 5
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
-    """A 0/1 switch that defaults to on; anything else fails fast."""
-    value = env.get(name, "").strip().lower() or "1"
-    if value not in ("0", "1", "false", "true"):
-        raise ConfigError(f"{name}={value!r} is not a boolean; use 1 or 0")
-    return value in ("1", "true")
+    """A switch that defaults to on (unset or blank), in rollway's one boolean
+    vocabulary (``loader.settings_values``); anything else fails fast."""
+    value = env.get(name, "")
+    if not value.strip():
+        return True
+    try:
+        return parse_bool(value)
+    except ValueError as err:
+        raise ConfigError(f"{name} {err}") from None
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from functions import settings
 from functions.rollout import apply
-from functions.rollout.settings import FLAGS, config_from_env
+from functions.rollout.settings import FunctionLogSettings, RolloutSettings, config_from_env
 from tests.infra.conftest import Doc
 from tests.infra.resources import env_map, find, knative_services, label, of_kind
 from tests.infra.validation import INFRA, validate_resource
@@ -23,8 +24,11 @@ SERVING = ("models-default", "models-default-rest")
 # selector that infra/README.md tells every later `kubectl apply -k` to use.
 OWNER_LABEL = ("app.kubernetes.io/managed-by", "rollway-rollout")
 LATER_APPLY_SELECTOR = "app.kubernetes.io/managed-by!=rollway-rollout"
-# Variables the function reads besides the FLAGS of functions/rollout/settings.py.
-LOG_ENV = {"ROLLWAY_LOG_FORMAT", "ROLLWAY_LOG_LEVEL"}
+# Variables the function reads: its settings classes' (functions/rollout/settings.py).
+KNOWN_ENV = {
+    *settings.variables(RolloutSettings).values(),
+    *settings.variables(FunctionLogSettings).values(),
+}
 
 
 def _rollout(docs: tuple[Doc, ...]) -> Doc:
@@ -123,8 +127,7 @@ def test_rollout_env_is_a_valid_rollout_configuration(
     docs: tuple[Doc, ...], in_the_pod: Callable[[str], None]
 ) -> None:
     env = _rollout_env(docs)
-    known = {variable for variable, _, _ in FLAGS.values()} | LOG_ENV
-    unknown = {name for name in env if name.startswith("ROLLWAY_")} - known
+    unknown = {name for name in env if name.startswith("ROLLWAY_")} - KNOWN_ENV
     assert unknown == set(), "the rollout function reads no such variable"
     # The function's own parse, as at its start in the pod (a bad value would
     # crash-loop it). ROLLWAY_NAMESPACE is unset: the pod's own namespace.

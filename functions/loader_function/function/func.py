@@ -42,7 +42,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from functions import func_asgi, loader_cmd
+from functions import func_asgi, loader_cmd, settings
 from functions.func_asgi import Answer
 from functions.serving import logs
 from loader import backoff, display, emit
@@ -76,10 +76,11 @@ class Settings:
 
 
 def settings_from(env: Mapping[str, str]) -> Settings:
-    """The ROLLWAY_* variables of ``rollway loader`` (``loader_cmd.FLAGS``), read
-    and validated once; ConfigError names the bad one. The consumer-only ones
-    (topic, group, session timeout) have no effect here: the KafkaSource consumes."""
-    args = loader_cmd.args_from_env(env)
+    """The ROLLWAY_* variables of ``rollway loader`` (``loader_cmd.LoaderSettings``),
+    read and validated once (``functions.settings.from_env``); ConfigError names
+    the bad one. The consumer-only ones (topic, group, session timeout) have no
+    effect here: the KafkaSource consumes."""
+    args = settings.from_env(loader_cmd.LoaderSettings, env)
     try:
         loader_config, _, topics = loader_cmd.config_from(args)
     except ImportError as err:  # ModelServerConfig is tensorflow-serving-api's message
@@ -87,16 +88,10 @@ def settings_from(env: Mapping[str, str]) -> Settings:
             f"ROLLWAY_MODEL_CONFIG needs the tensorflow-serving-api package ({err})"
         ) from None
     loader_config.decode_config()  # a bad root is a ConfigError now, not per event
-    if args.log_format not in ("text", "json"):
-        raise ConfigError(f"ROLLWAY_LOG_FORMAT must be text or json, not {args.log_format!r}")
-    if args.log_level.lower() not in ("debug", "info", "warning", "error"):
-        levels = "debug, info, warning or error"
-        raise ConfigError(f"ROLLWAY_LOG_LEVEL must be {levels}, not {args.log_level!r}")
-    if not args.metrics_port.isdigit() or int(args.metrics_port) > 65535:
-        raise ConfigError(f"ROLLWAY_METRICS_PORT must be a port number, not {args.metrics_port!r}")
+    # The log format and level and the metrics port were checked by from_env.
     return Settings(
         loader_config, args.bootstrap_servers, topics, args.log_format, args.log_level,
-        int(args.metrics_port), args.metrics_address,
+        args.metrics_port, args.metrics_address,
     )  # fmt: skip
 
 

@@ -30,10 +30,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict
 from typing import Any
 
-from functions import func_asgi
+from functions import func_asgi, settings
 from functions.func_asgi import Answer
 from functions.rollout import apply, handler
-from functions.rollout.settings import RolloutConfig, config_from_env
+from functions.rollout.settings import FunctionLogSettings, RolloutConfig, config_from_env
 from functions.serving import logs
 from loader.decode import MAX_EVENT_BYTES
 from loader.errors import RollwayError
@@ -63,9 +63,8 @@ class RolloutFunction(func_asgi.Sink):
         """Reads the configuration and the Kubernetes credentials; never raises
         (hypercorn would only log it): a problem makes ``alive()`` false."""
         try:
-            logs.configure(
-                cfg.get("ROLLWAY_LOG_FORMAT", "json"), cfg.get("ROLLWAY_LOG_LEVEL", "info")
-            )
+            logging_ = settings.from_env(FunctionLogSettings, cfg)
+            logs.configure(logging_.log_format, logging_.log_level)
             self._config = config_from_env(cfg)
             self._api = self._api_factory()
         except (RollwayError, OSError, ValueError) as err:
