@@ -9,6 +9,7 @@ generation of each model even if it was sent before it started; then it keeps
 reading. Every event states a model's whole desired state, so a replay is
 harmless and nothing is committed.
 
+Records are read by ``events.decode_assignment_record`` (the rollout's reading too).
 Tombstones and records of other event types are skipped; a record that claims
 to be an AssignmentChanged and does not decode is returned as ``BadRecord``
 for the caller to log and count (it is not this module's to judge).
@@ -68,14 +69,14 @@ class AssignmentTail:
         batches: dict[Any, list[Any]] = self._consumer.poll(timeout_ms=timeout_ms)
         for records in batches.values():
             for record in records:
-                kind = events.header(list(record.headers or ()), "ce_type")
-                if record.value is None or kind not in (None, events.ASSIGNMENT_CHANGED):
-                    continue  # a tombstone, or another event type
                 try:
-                    out.append(events.decode_data(record.value, AssignmentChanged()))
+                    decoded = events.decode_assignment_record(record.value, record.headers or ())
                 except InvalidArgument as err:
                     where = f"{record.topic}/{record.partition}@{record.offset}"
                     out.append(BadRecord(where, err.message))
+                    continue
+                if decoded is not None:  # else a tombstone, or another event type
+                    out.append(decoded)
         return out
 
     def close(self) -> None:

@@ -105,6 +105,26 @@ def decode_data(value: bytes, message: M) -> M:
         raise InvalidArgument(f"{type(message).__name__} event {err}") from None
 
 
+def decode_assignment_record(
+    value: bytes | None, headers: Sequence[tuple[str, bytes | None]]
+) -> AssignmentChanged | None:
+    """An AssignmentChanged from a record of the assignments topic, as the
+    rollout and following replicas read them; None when the record is not one
+    (a tombstone, another event type). A binary-mode CloudEvent (a
+    ``ce_specversion`` header) is decoded and validated by the SDK; a record
+    with no CloudEvent headers, or only ``ce_type`` (which older producers
+    sent), is the bare proto3 JSON value. InvalidArgument names what is wrong."""
+    if value is None:
+        return None
+    listed = [(name, raw or b"") for name, raw in headers]
+    ce_type = header(listed, "ce_type")
+    if ce_type is not None and ce_type != ASSIGNMENT_CHANGED:
+        return None
+    if header(listed, "ce_specversion") is not None:
+        from_kafka_headers(headers, value)
+    return decode_data(value, AssignmentChanged())
+
+
 def header(headers: list[tuple[str, bytes]], name: str) -> str | None:
     """A Kafka header's value as text (the last one wins, as in CloudEvents)."""
     value = None

@@ -35,7 +35,7 @@ from loader.errors import InvalidArgument, RollwayError
 from loader.events import (
     ASSIGNMENT_CHANGED,
     KAFKASOURCE_TYPE,
-    decode_data,
+    decode_assignment_record,
     from_http_headers,
     header,
     kafkasource_record,
@@ -69,11 +69,9 @@ class Report:
 def decode_record(
     value: bytes | None, headers: Sequence[tuple[str, bytes]] = (), key: bytes | None = None
 ) -> AssignmentChanged | Skip:
-    """A record of the assignments topic: a binary-mode CloudEvent (``ce_type``
-    header) or a bare proto3 JSON value, keyed by model. Only ``ce_type`` is
-    read, as a routing hint: records that carry nothing else are ours too
-    (``rollway rollout run`` has always taken them), so no CloudEvent decoder
-    judges the other attributes here."""
+    """A record of the assignments topic, keyed by model: a binary-mode
+    CloudEvent (validated by the SDK) or a bare proto3 JSON value, as
+    ``events.decode_assignment_record`` reads them for every consumer."""
     if value is None:
         return Skip("a tombstone")
     ce_type = header(list(headers), "ce_type")
@@ -82,9 +80,10 @@ def decode_record(
     if len(value) > MAX_EVENT_BYTES:
         return Skip(f"the value is over {MAX_EVENT_BYTES} bytes", malformed=True)
     try:
-        assignment = decode_data(value, AssignmentChanged())
+        assignment = decode_assignment_record(value, headers)
     except InvalidArgument as err:
         return Skip(err.message, malformed=True)
+    assert assignment is not None  # tombstones and other types are skipped above
     if not assignment.model or assignment.generation <= 0:
         return Skip("AssignmentChanged needs a model and a generation > 0", malformed=True)
     if key is not None and key.decode("utf-8", "replace") != assignment.model:

@@ -35,6 +35,11 @@ RECORDS: list[tuple[str, bytes | None, list[tuple[str, bytes]], bytes | None, st
     ("a key that is another model", VALUE, [], b"iris",
      "malformed: record key b'iris' is not the model mnist"),
     ("over 1 MiB", b" " * (1024 * 1024 + 1), [], None, "malformed: the value is over"),
+    # A binary-mode CloudEvent is the SDK's to validate, as the loader's are.
+    ("a CloudEvent 0.3", VALUE, [*RECORD.headers, ("ce_specversion", b"0.3")], None,
+     "malformed: not a valid CloudEvent (ce_specversion"),
+    ("a CloudEvent with no id", VALUE, [h for h in RECORD.headers if h[0] != "ce_id"], None,
+     "malformed: not a valid CloudEvent (ce_id"),
 ]  # fmt: skip
 
 
