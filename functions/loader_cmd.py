@@ -14,12 +14,11 @@ import argparse
 import logging
 import re
 import signal
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
 
-from functions import settings
+from functions import exits, settings
 from functions.serving import logs
 from functions.settings import setting
 from loader import emit, events
@@ -84,15 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from(
-    args: LoaderSettings | argparse.Namespace,
-) -> tuple[LoaderConfig, GroupConfig, emit.Topics]:
-    """Validates the settings once, at startup (``args`` may still be the
-    parser's namespace); ConfigError names the bad flag and its variable."""
+def parse(argv: Sequence[str] | None = None) -> LoaderSettings:
+    """The command line's settings, flags over ``ROLLWAY_*`` variables; a bad
+    value exits 2 with usage, as argparse does."""
+    return settings.parse_args(build_parser(), LoaderSettings, argv)[1]
+
+
+def config_from(args: LoaderSettings) -> tuple[LoaderConfig, GroupConfig, emit.Topics]:
+    """Validates the settings once, at startup; ConfigError names the bad flag
+    and its variable."""
     from loader.errors import ConfigError
 
-    if isinstance(args, argparse.Namespace):
-        args = settings.from_values(LoaderSettings, vars(args))
     for required in ("bootstrap_servers", "store"):
         if not getattr(args, required):
             raise ConfigError(f"{settings.name_of(LoaderSettings, required)} is required")
@@ -143,18 +144,18 @@ def count_flag(flag: str, text: str, *, units: bool = True) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _, args = settings.parse_args(build_parser(), LoaderSettings, argv)  # bad values exit 2
+    args = parse(argv)
     logs.configure(args.log_format, args.log_level)
     try:
         loader_config, consumer_config, topics = config_from(args)
         pipeline = Pipeline(loader_config)
         emitter = emit.KafkaEmitter(consumer_config.bootstrap)
     except RollwayError as err:
-        print(f"rollway loader: {err.message}", file=sys.stderr)
-        return 2
+        return exits.fail("rollway loader", err.message, exits.USAGE)
     except Exception as err:  # e.g. no broker reachable at startup
-        print(f"rollway loader: cannot start: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
+        return exits.fail(
+            "rollway loader", f"cannot start: {type(err).__name__}: {err}", exits.ERROR
+        )
     if args.metrics_port:
         from prometheus_client import start_http_server
 
@@ -173,4 +174,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         consumer.run()
     finally:
         emitter.close()
-    return 0
+    return exits.OK

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from functions import settings
+from functions import exits, settings
 from loader import assignments, display, events
 from loader.assign import (
     OperatorIntents,
@@ -36,8 +36,6 @@ from loader.schemas.rollway.v1.assignment_pb2 import (
     AssignmentDocument,
 )
 from loader.storage import Storage, open_storage
-
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 _EPILOG = """\
 environment:
@@ -216,31 +214,22 @@ def _update(model: str, edit: Edit, cause: str, now: datetime.datetime) -> Updat
 def _run(prog: str, args: argparse.Namespace, action: Callable[[Storage], int]) -> int:
     """Opens the store, runs ``action`` and maps errors to one line and an exit code."""
     if not args.store:
-        print(f"{prog}: --store is required (or set ROLLWAY_STORE)", file=sys.stderr)
-        return EXIT_USAGE
+        return exits.fail(prog, "--store is required (or set ROLLWAY_STORE)", exits.USAGE)
     try:
         storage = open_storage(args.store)
     except InvalidArgument as err:
-        print(f"{prog}: {err.message}", file=sys.stderr)
-        return EXIT_USAGE
+        return exits.fail(prog, err.message, exits.USAGE)
     except ImportError as err:
-        print(f"{prog}: no storage backend for {display.uri(args.store)} ({err})", file=sys.stderr)
-        return EXIT_ERROR
+        where = display.uri(args.store)
+        return exits.fail(prog, f"no storage backend for {where} ({err})", exits.ERROR)
     try:
         return action(storage)
-    except Refused as err:
-        print(f"{prog}: {err.message}", file=sys.stderr)
-        return EXIT_USAGE
-    except InvalidArgument as err:  # e.g. a model name that cannot be a key
-        print(f"{prog}: {err.message}", file=sys.stderr)
-        return EXIT_USAGE
+    except (Refused, InvalidArgument) as err:  # InvalidArgument: e.g. a name that cannot be a key
+        return exits.fail(prog, err.message, exits.USAGE)
     except RollwayError as err:
-        print(f"{prog}: {display.uri(args.store)}: {err.message}", file=sys.stderr)
-        return EXIT_ERROR
+        return exits.fail(prog, f"{display.uri(args.store)}: {err.message}", exits.ERROR)
     except Exception as err:  # a backend bug: keep the message, never a raw URI
-        text = str(err).replace(args.store, display.uri(args.store))
-        print(f"{prog}: {display.uri(args.store)}: {type(err).__name__}: {text}", file=sys.stderr)
-        return EXIT_ERROR
+        return exits.unexpected(prog, err, args.store, at_uri=True)
     finally:
         storage.close()
 
@@ -258,18 +247,17 @@ def _write(prog: str, args: argparse.Namespace, edit: Edit) -> int:
             print(f"model {args.model}: unchanged", file=sys.stderr)
             if current is not None:
                 _show(current, args.json, brief=True)
-            return EXIT_OK
+            return exits.OK
         _show(document, args.json, brief=True)
         if not args.kafka_bootstrap_servers:
-            return EXIT_OK
+            return exits.OK
         try:
             send_assignment(args.kafka_bootstrap_servers, args.assignments_topic, document.current)
         except Exception as err:
-            print(f"{prog}: generation {document.current.generation} of {args.model} is "
-                  f"committed, but AssignmentChanged could not be sent to topic "
-                  f"{args.assignments_topic!r}: {err}", file=sys.stderr)  # fmt: skip
-            return EXIT_ERROR
-        return EXIT_OK
+            return exits.fail(prog, f"generation {document.current.generation} of {args.model} "
+                              "is committed, but AssignmentChanged could not be sent to topic "
+                              f"{args.assignments_topic!r}: {err}", exits.ERROR)  # fmt: skip
+        return exits.OK
 
     return _run(prog, args, action)
 
@@ -298,7 +286,7 @@ def send_assignment(bootstrap: str, topic: str, current: AssignmentChanged) -> N
 def _list(storage: Storage, as_json: bool) -> int:
     models = assignments.list_models(storage)
     print(json.dumps({"models": models}) if as_json else "\n".join(models))
-    return EXIT_OK
+    return exits.OK
 
 
 def _status(storage: Storage, model: str, as_json: bool) -> int:
@@ -306,7 +294,7 @@ def _status(storage: Storage, model: str, as_json: bool) -> int:
     if document is None:
         raise Refused(f"model {model} has no assignment in this store")
     _show(document, as_json, brief=False)
-    return EXIT_OK
+    return exits.OK
 
 
 def _show(document: AssignmentDocument, as_json: bool, *, brief: bool) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from functions import settings
+from functions import exits, settings
 from functions.progress_bar import human_bytes, transfer_bar
 from functions.settings import setting
 from functions.trial_load import load_problem
@@ -33,7 +33,9 @@ from loader.versions import VersionId, parse_version
 # on a command line they are noise. An explicit setting still wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_EXISTS, EXIT_EVENT = 0, 1, 2, 3, 5
+PROG = "rollway publish"
+# Beyond functions.exits' codes: the version exists; stored, but no event sent.
+EXIT_EXISTS, EXIT_EVENT = 3, 5
 CREATED_BY = "rollway publish"
 
 _EPILOG = """\
@@ -140,8 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise InvalidArgument(f"{source} does not load as a SavedModel: {problem}")
         storage = open_storage(args.model_base_uri)
     except RollwayError as err:
-        print(f"rollway publish: {err.message}", file=sys.stderr)
-        return EXIT_USAGE
+        return exits.fail(PROG, err.message, exits.USAGE)
     enabled = {"auto": None, "always": True, "never": False}[args.progress]
     try:
         with transfer_bar(f"publish {model}", enabled) as progress:
@@ -150,14 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 workers=args.workers, created_by=CREATED_BY, progress=progress,
             )  # fmt: skip
     except AlreadyExists as err:
-        print(f"rollway publish: {err.message}", file=sys.stderr)
-        return EXIT_EXISTS
+        return exits.fail(PROG, err.message, EXIT_EXISTS)
     except InvalidArgument as err:
-        print(f"rollway publish: {err.message}", file=sys.stderr)
-        return EXIT_USAGE
+        return exits.fail(PROG, err.message, exits.USAGE)
     except RollwayError as err:
-        print(f"rollway publish: {err.message} (no manifest was written)", file=sys.stderr)
-        return EXIT_ERROR
+        return exits.fail(PROG, f"{err.message} (no manifest was written)", exits.ERROR)
     finally:
         storage.close()
     mib_s = result.total_bytes / max(result.seconds, 1e-9) / 2**20
@@ -166,18 +164,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{human_bytes(result.total_bytes)} in {result.seconds:.1f} s ({mib_s:.1f} MiB/s)",
         file=sys.stderr,
     )
-    code = EXIT_OK
+    code = exits.OK
     if args.kafka_bootstrap_servers:
         try:
             send_event(args.kafka_bootstrap_servers, args.topic, result, args.kafka_timeout_seconds)
             print(f"sent ModelPublished to topic {args.topic!r}", file=sys.stderr)
         except Exception as err:  # the store is done; say exactly what is missing
-            print(
-                f"rollway publish: {result.version_uri} is published, but the ModelPublished "
-                f"event could not be sent to {args.kafka_bootstrap_servers}: {err}",
-                file=sys.stderr,
+            code = exits.fail(
+                PROG,
+                f"{result.version_uri} is published, but the ModelPublished event could not "
+                f"be sent to {args.kafka_bootstrap_servers}: {err}",
+                EXIT_EVENT,
             )
-            code = EXIT_EVENT
     if args.json:
         print(json.dumps(summary(result)))
     else:

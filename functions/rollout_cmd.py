@@ -23,7 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from functions import models_cmd, settings
+from functions import exits, models_cmd, settings
 from functions.rollout import apply, plan
 from functions.rollout.consumer import RolloutConsumer
 from functions.rollout.service import Service, generation_of
@@ -49,7 +49,6 @@ from loader.schemas.rollway.v1.assignment_pb2 import AssignmentDocument
 from loader.storage import open_storage
 
 log = logging.getLogger("rollway.rollout")
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = models_cmd.EXIT_OK, models_cmd.EXIT_ERROR, models_cmd.EXIT_USAGE
 # Tests replace it with a fake CustomObjectsApi.
 api_factory: Callable[[], apply.ServicesApi] = apply.load_api
 
@@ -117,17 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.action == "promote":
             return _each(api, config.namespace, services, plan.promote, args.json)
         return _rollback(prog, api, args, config.namespace, services)
-    except (models_cmd.Refused, InvalidArgument, FailedPrecondition) as err:
-        print(f"{prog}: {err.message}", file=sys.stderr)
-        return EXIT_USAGE
+    except (models_cmd.Refused, InvalidArgument, FailedPrecondition, PermissionDenied) as err:
+        return exits.fail(prog, err.message, exits.USAGE)
     except RollwayError as err:
-        print(f"{prog}: {err.message}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(err, PermissionDenied) else EXIT_ERROR
+        return exits.fail(prog, err.message, exits.ERROR)
     except Exception as err:  # a backend's own error: one line, never a raw store URI
-        store = getattr(args, "store", "") or "\0"
-        text = str(err).replace(store, display.uri(store))
-        print(f"{prog}: {type(err).__name__}: {text}", file=sys.stderr)
-        return EXIT_ERROR
+        return exits.unexpected(prog, err, getattr(args, "store", ""))
 
 
 def _values(args: argparse.Namespace) -> dict[str, str | bool]:
@@ -149,7 +143,7 @@ def _status(
             raise FailedPrecondition(f"no Service {namespace}/{name}")
         found.append(status_json(service, default))
     print(json.dumps({"services": found}) if as_json else "\n\n".join(map(status_text, found)))
-    return EXIT_OK
+    return exits.OK
 
 
 def _each(
@@ -166,7 +160,7 @@ def _each(
         done.append(status_json(applied.service, plan.Strategy()))
         print(f"Service {namespace}/{name}: {applied.outcome.value}", file=sys.stderr)
     print(json.dumps({"services": done}) if as_json else "\n\n".join(map(status_text, done)))
-    return EXIT_OK
+    return exits.OK
 
 
 def _rollback(
@@ -254,8 +248,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         run = settings.from_values(ConsumerSettings, vars(args))
     except RollwayError as err:  # before logging is configured: a bad log format or level
-        print(f"rollway rollout run: {err.message}", file=sys.stderr)
-        return EXIT_USAGE
+        return exits.fail("rollway rollout run", err.message, exits.USAGE)
     logs.configure(run.log_format, run.log_level)
     try:
         rollout = config_from(_values(args), args.service)
@@ -265,8 +258,7 @@ def _run(args: argparse.Namespace) -> int:
             )
         api = api_factory()
     except (RollwayError, ValueError) as err:
-        print(f"rollway rollout run: {getattr(err, 'message', err)}", file=sys.stderr)
-        return EXIT_USAGE
+        return exits.fail("rollway rollout run", str(getattr(err, "message", err)), exits.USAGE)
     consumer_config = GroupConfig(
         run.bootstrap_servers, run.assignments_topic, run.group,
         client_id="rollway-rollout", tick_seconds=run.resync_seconds,
@@ -280,4 +272,4 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     consumer.run()
-    return EXIT_OK
+    return exits.OK

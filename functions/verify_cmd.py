@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from functions import exits
 from functions.progress_bar import human_bytes, transfer_bar
 from functions.trial_load import load_problem
 from loader import display
@@ -42,8 +43,7 @@ from loader.versions import VersionId, parse_version
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 EXIT_CODES = {Verdict.COMPLETE: 0, Verdict.INCOMPLETE: 3, Verdict.CORRUPT: 4}
-EXIT_ERROR = 1
-EXIT_USAGE = 2
+PROG = "rollway verify"
 
 _DESCRIPTION = f"""\
 Prove that a model version directory is complete: its manifest ({MANIFEST_NAME},
@@ -128,23 +128,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exit_:  # --help (0) or a usage error (2); argparse printed why
-        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+        return exit_.code if isinstance(exit_.code, int) else exits.USAGE
     uri, tags = args.uri, tuple(t for t in args.tags.split(",") if t)
     if args.load and not tags:
-        print("rollway verify: --tags must name at least one tag", file=sys.stderr)
-        return EXIT_USAGE
+        return exits.fail(PROG, "--tags must name at least one tag", exits.USAGE)
     try:
         storage = open_storage(uri)
     except InvalidArgument as err:
-        print(f"rollway verify: {err.message}", file=sys.stderr)
-        return EXIT_USAGE
+        return exits.fail(PROG, err.message, exits.USAGE)
     except ImportError as err:
-        print(
-            f"rollway verify: the {scheme_of(uri)}:// storage backend is not available"
-            f" ({err.name or err}); cannot verify {display.uri(uri)}",
-            file=sys.stderr,
+        return exits.fail(
+            PROG,
+            f"the {scheme_of(uri)}:// storage backend is not available ({err.name or err}); "
+            f"cannot verify {display.uri(uri)}",
+            exits.ERROR,
         )
-        return EXIT_ERROR
     loaded: bool | None = None
     try:
         with transfer_bar("verifying", enabled=not args.json and sys.stderr.isatty()) as progress:
@@ -160,12 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = report.with_problems(trial_load(storage, report, tags))
             loaded = report.verdict is Verdict.COMPLETE
     except RollwayError as err:
-        print(f"rollway verify: cannot verify {display.uri(uri)}: {err.message}", file=sys.stderr)
-        return EXIT_ERROR
+        return exits.fail(PROG, f"cannot verify {display.uri(uri)}: {err.message}", exits.ERROR)
     except Exception as err:  # a backend bug; keep the message, drop any raw URI
-        text = str(err).replace(uri, display.uri(uri))
-        print(f"rollway verify: {display.uri(uri)}: {type(err).__name__}: {text}", file=sys.stderr)
-        return EXIT_ERROR
+        return exits.unexpected(PROG, err, uri, at_uri=True)
     finally:
         storage.close()
     if args.json:

@@ -27,7 +27,7 @@ REQUIRED = ["--bootstrap-servers", "127.0.0.1:9", "--store", "/srv/store"]
 
 
 def loader_config(*flags: str) -> LoaderConfig:
-    return loader_cmd.config_from(loader_cmd.build_parser().parse_args([*REQUIRED, *flags]))[0]
+    return loader_cmd.config_from(loader_cmd.parse([*REQUIRED, *flags]))[0]
 
 
 def test_defaults_are_the_unpackers() -> None:
@@ -86,7 +86,7 @@ def test_the_environment_sets_them_for_the_command_and_the_function(
     assert (settings.loader.max_unpacked_bytes, settings.loader.max_members) == (3 * 2**20, 9)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    config = loader_cmd.config_from(loader_cmd.build_parser().parse_args([]))[0]
+    config = loader_cmd.config_from(loader_cmd.parse([]))[0]
     assert (config.max_unpacked_bytes, config.max_members) == (3 * 2**20, 9)
     flag_wins = loader_config("--max-archive-members", "4")
     assert flag_wins.max_members == 4
@@ -124,7 +124,7 @@ def members_of(archive: str) -> int:
 def run_loader(tmp_path: Path, *flags: str) -> tuple[Result, Published]:
     landing, store = tmp_path / "landing", tmp_path / "store"
     event = publish_archive(landing, "hp", 1)
-    args = loader_cmd.build_parser().parse_args(
+    args = loader_cmd.parse(
         ["--bootstrap-servers", "127.0.0.1:9", "--store", str(store),
          "--source-roots", str(landing), *flags]
     )  # fmt: skip
