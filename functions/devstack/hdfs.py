@@ -35,7 +35,7 @@ from functions.devstack.hdfs_dist import (
     run_logged,
     tail_of,
 )
-from functions.serving.process import Started
+from functions.serving.process import Started, stopped_on_failure
 
 
 def _free_ports(count: int) -> list[int]:
@@ -132,7 +132,7 @@ class HdfsCluster(Started):
             shutil.rmtree(self.workdir / kept, ignore_errors=True)
         (self.workdir / "tmp").mkdir(parents=True)
         conf = self._write_conf()
-        try:
+        with stopped_on_failure(self.stop):
             # The DataNode's JVM starts while the namespace is formatted.
             self.datanode = self._spawn("datanode", conf, DATANODE)
             log = self.workdir / "format.log"
@@ -141,9 +141,6 @@ class HdfsCluster(Started):
                 raise RuntimeError(f"formatting the NameNode failed; log {log}:\n{tail_of(log)}")
             self.namenode = self._spawn("namenode", conf, NAMENODE)
             self._wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
         return self
 
     def log_tail(self, lines: int = 30) -> str:

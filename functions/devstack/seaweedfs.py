@@ -28,7 +28,7 @@ import boto3
 import botocore.exceptions as bce
 from botocore.config import Config
 
-from functions.serving.process import Started
+from functions.serving.process import Started, stopped_on_failure
 
 LOOPBACK = "127.0.0.1"
 REGION = "us-east-1"
@@ -142,11 +142,8 @@ class SeaweedFS(Started):
             self.proc = subprocess.Popen(
                 self._args(), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.workdir
             )
-        try:
+        with stopped_on_failure(self.stop):
             self._wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
         return self
 
     def log_tail(self, lines: int = 40) -> str:

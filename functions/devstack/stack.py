@@ -122,28 +122,30 @@ class LocalStack:
     @property
     def landing(self) -> str:
         """Where ``rollway publish`` writes (``<landing>/<model>``)."""
-        if self.storage == "s3":
-            return LANDING
-        return self._hdfs().hdfs_uri(HDFS_LANDING)
+        return self._uri(LANDING, HDFS_LANDING)
 
     @property
     def landing_webhdfs(self) -> str:
         """The HDFS landing folder through WebHDFS (no JVM needed); "" on S3."""
-        return self._hdfs().webhdfs_uri(HDFS_LANDING) if self.storage == "hdfs" else ""
+        return self._uri("", HDFS_LANDING, webhdfs=True)
 
     @property
     def store(self) -> str:
         """The serving store, as the loader writes it."""
-        if self.storage == "s3":
-            return STORE
-        return self._hdfs().hdfs_uri(HDFS_STORE)
+        return self._uri(STORE, HDFS_STORE)
 
     @property
     def serving_store(self) -> str:
         """The serving store, as the replica (and ``rollway up``) reads it."""
+        return self._uri(STORE, HDFS_STORE, webhdfs=True)
+
+    def _uri(self, s3_uri: str, hdfs_path: str, *, webhdfs: bool = False) -> str:
+        """``s3_uri`` on S3; on HDFS, ``hdfs_path`` as an hdfs:// URI (libhdfs) or,
+        with ``webhdfs``, a webhdfs:// one."""
         if self.storage == "s3":
-            return STORE
-        return self._hdfs().webhdfs_uri(HDFS_STORE)
+            return s3_uri
+        hdfs = self._hdfs()
+        return hdfs.webhdfs_uri(hdfs_path) if webhdfs else hdfs.hdfs_uri(hdfs_path)
 
     def source_roots(self) -> list[str]:
         return [self.landing, *([self.landing_webhdfs] if self.landing_webhdfs else [])]

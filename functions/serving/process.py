@@ -9,13 +9,14 @@ SIGKILL after a timeout, always by PID.
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Self
 
@@ -48,6 +49,17 @@ class Started(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def stopped_on_failure(stop: Callable[[], object]) -> Iterator[None]:
+    """Around a start's spawning and waiting: any failure, an interrupt included,
+    calls ``stop`` before it propagates, so no half-started process is left."""
+    try:
+        yield
+    except BaseException:
+        stop()
+        raise
 
 
 def await_serving(address: str, timeout: float, exited: Callable[[], bool]) -> bool | None:
