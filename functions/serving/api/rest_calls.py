@@ -1,5 +1,6 @@
-"""What the REST port's ASGI applications share: reading a body under the
-size limit, and running a blocking call inline or on a bounded pool.
+"""What the REST port's ASGI applications share: their base
+(:class:`RestApp`), reading a body under the size limit, and running a
+blocking call inline or on a bounded pool.
 
 One :class:`CallRunner` serves every application on the port (TF Serving's
 REST API and the Open Inference Protocol's ``/v2``), so
@@ -20,6 +21,7 @@ Its contract, as TF Serving's REST API documents it
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import threading
@@ -30,6 +32,7 @@ from typing import TypeVar
 
 from functions.serving.api.http_errors import error_body, http_status
 from functions.serving.api.http_server import Receive, Scope, Send
+from functions.serving.metrics import ServingMetrics
 from loader.errors import Code, DeadlineExceeded, InvalidArgument, RollwayError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,31 @@ class CallRunner:
 
     def _timed_out(self) -> DeadlineExceeded:
         return DeadlineExceeded(f"Request timed out after {self.timeout_seconds * 1000:.0f} ms")
+
+
+class RestApp(abc.ABC):
+    """What the port's ASGI applications have in common: HTTP scopes only
+    (any other is a ValueError), the port's one ``runner`` and ``metrics``,
+    and ``close()``, which stops the runner (the ``Dispatcher`` calls it on
+    every application at shutdown). A subclass answers in ``handle``."""
+
+    def __init__(self, runner: CallRunner, metrics: ServingMetrics) -> None:
+        self._runner = runner
+        self._metrics = metrics
+
+    def close(self) -> None:
+        self._runner.close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"{type(self).__name__} serves HTTP only, not {scope['type']}")
+        await self.handle(scope["method"], scope["path"], scope, receive, send)
+
+    @abc.abstractmethod
+    async def handle(
+        self, method: str, path: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Answers one HTTP request, ``method`` on ``path``, with ``send``."""
 
 
 class _Backlog:

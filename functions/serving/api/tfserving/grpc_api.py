@@ -14,13 +14,11 @@ from typing import Any, TypeVar
 
 import grpc
 from tensorflow_serving.apis import (
-    classification_pb2,
     inference_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
-    regression_pb2,
 )
 
 from functions.serving.api.grpc_errors import async_rpc_errors, rpc_errors
@@ -93,10 +91,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
 
     def _classify(self, request: Any) -> Any:
         served, result = self._plane.classify(selector_from_proto(request), request.input)
-        response = classification_pb2.ClassificationResponse()
-        responses.fill_classification(response.result, result)
-        responses.fill_spec(response.model_spec, served)
-        return response
+        return responses.classification_response(served, result)
 
     @async_rpc_errors
     async def Regress(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -104,10 +99,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
 
     def _regress(self, request: Any) -> Any:
         served, result = self._plane.regress(selector_from_proto(request), request.input)
-        response = regression_pb2.RegressionResponse()
-        responses.fill_regression(response.result, result)
-        responses.fill_spec(response.model_spec, served)
-        return response
+        return responses.regression_response(served, result)
 
     @async_rpc_errors
     async def MultiInference(

@@ -7,7 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    regression_pb2,
+)
 
 from functions.serving.dataplane.types import (
     SIGNATURE_DEF_FIELD,
@@ -44,6 +49,22 @@ def status_response(statuses: Iterable[VersionStatus]) -> Any:
         if status.error is not None:
             entry.status.error_code = int(status.error.code)
             entry.status.error_message = status.error.message
+    return response
+
+
+def classification_response(served: Served, classification: Classification) -> Any:
+    """Classify's answer: its result and the model_spec that answered."""
+    response = classification_pb2.ClassificationResponse()
+    fill_classification(response.result, classification)
+    fill_spec(response.model_spec, served)
+    return response
+
+
+def regression_response(served: Served, regression: Regression) -> Any:
+    """Regress's answer: its result and the model_spec that answered."""
+    response = regression_pb2.RegressionResponse()
+    fill_regression(response.result, regression)
+    fill_spec(response.model_spec, served)
     return response
 
 

@@ -47,6 +47,7 @@ from functions.serving.api.rest_calls import (
     CallRunner,
     ClientGone,
     Headers,
+    RestApp,
     error_answer,
     read_body,
     respond,
@@ -90,7 +91,7 @@ CORS_HEADERS: Headers = [
 ]
 
 
-class RestApi:
+class RestApi(RestApp):
     """The ASGI application (HTTP scopes only). Inference runs through
     ``runner`` (by default its own, of ``workers`` threads), which the port's
     other applications may share; ``close()`` stops it."""
@@ -103,19 +104,15 @@ class RestApi:
         metrics: ServingMetrics,
         runner: CallRunner | None = None,
     ) -> None:
+        super().__init__(
+            runner or CallRunner(workers, options.timeout_seconds, options.inline), metrics
+        )
         self._plane = plane
-        self._metrics = metrics
         self._options = options
-        self._runner = runner or CallRunner(workers, options.timeout_seconds, options.inline)
 
-    def close(self) -> None:
-        self._runner.close()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            raise ValueError(f"RestApi serves HTTP only, not {scope['type']}")
-        method: str = scope["method"]
-        path: str = scope["path"]
+    async def handle(
+        self, method: str, path: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         cors = CORS_HEADERS if self._options.cors else []
         if cors and method == "OPTIONS" and (path == READY_PATH or _ROUTE.fullmatch(path)):
             await respond(send, 200, cors, b"")

@@ -28,6 +28,7 @@ from functions.serving.metrics import ServingMetrics
 
 SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
 T = TypeVar("T")
+R = TypeVar("R")  # a repository RPC's (empty) response
 # How a handler runs a blocking call (grpc_server.off_loop).
 Run = Callable[[Callable[[], T]], Awaitable[T]]
 AioContext = grpc.aio.ServicerContext[Any, Any]
@@ -95,23 +96,25 @@ class InferenceService:
     def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: grpc.ServicerContext
     ) -> pb.RepositoryModelLoadResponse:
-        self._change(self._api.load, request)
-        return pb.RepositoryModelLoadResponse()
+        return self._change(self._api.load, request, pb.RepositoryModelLoadResponse)
 
     @rpc_errors
     def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: grpc.ServicerContext
     ) -> pb.RepositoryModelUnloadResponse:
-        self._change(self._api.unload, request)
-        return pb.RepositoryModelUnloadResponse()
+        return self._change(self._api.unload, request, pb.RepositoryModelUnloadResponse)
 
     @staticmethod
     def _change(
         change: Callable[[str, Mapping[str, Any]], None],
         request: pb.RepositoryModelLoadRequest | pb.RepositoryModelUnloadRequest,
-    ) -> None:
+        response: Callable[[], R],
+    ) -> R:
+        """Loads or unloads ``request.model_name`` with ``change`` (blocking
+        until done), then answers with an empty ``response``."""
         grpc_codec.check_repository(request.repository_name)
         change(request.model_name, grpc_codec.parameters(request.parameters))
+        return response()
 
 
 def method_handlers(service: InferenceService) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:

@@ -34,6 +34,7 @@ from functions.serving.api.rest_calls import (
     CallRunner,
     ClientGone,
     Headers,
+    RestApp,
     error_answer,
     header,
     read_body,
@@ -61,7 +62,7 @@ _INDEX = "/v2/repository/index"
 _JSON: Headers = [(b"Content-Type", b"application/json")]
 
 
-class V2RestApi:
+class V2RestApi(RestApp):
     """The ASGI application for ``/v2`` paths (HTTP scopes only)."""
 
     def __init__(
@@ -71,20 +72,14 @@ class V2RestApi:
         max_request_bytes: int,
         metrics: ServingMetrics,
     ) -> None:
+        super().__init__(runner, metrics)
         self._api = api
-        self._runner = runner
         self._max_request_bytes = max_request_bytes
-        self._metrics = metrics
         self._repository_lock = asyncio.Lock()
 
-    def close(self) -> None:
-        self._runner.close()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            raise ValueError(f"V2RestApi serves HTTP only, not {scope['type']}")
-        method: str = scope["method"]
-        path: str = scope["path"]
+    async def handle(
+        self, method: str, path: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         headers = _JSON
         try:
             status, payload, json_length = await self._dispatch(method, path, scope, receive)
