@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 import prometheus_client
 import prometheus_client.values
@@ -79,21 +80,21 @@ class ServingMetrics:
             ":tensorflow:serving:request_count", "The total number of requests.",
             ["model_name", "status"], registry=r,
         )  # fmt: skip
-        self.request_latency = Histogram(
+        self.request_latency = self._latency(
             ":tensorflow:serving:request_latency",
             "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
-            ["model_name", "API", "entrypoint"], buckets=LATENCY_BUCKETS_US, registry=r,
-        )  # fmt: skip
-        self.runtime_latency = Histogram(
+            ["model_name", "API", "entrypoint"],
+        )
+        self.runtime_latency = self._latency(
             ":tensorflow:serving:runtime_latency",
             "Distribution of wall time (in microseconds) for Tensorflow runtime.",
-            ["model_name", "API", "runtime"], buckets=LATENCY_BUCKETS_US, registry=r,
-        )  # fmt: skip
-        self.warmup_latency = Histogram(
+            ["model_name", "API", "runtime"],
+        )
+        self.warmup_latency = self._latency(
             ":tensorflow:serving:model_warmup_latency",
             "Distribution of wall time (in microseconds) for warming up the model.",
-            ["model_path", "status"], buckets=LATENCY_BUCKETS_US, registry=r,
-        )  # fmt: skip
+            ["model_path", "status"],
+        )
         self.load_attempt_count = Counter(
             ":tensorflow:cc:saved_model:load_attempt_count",
             "The number of times a SavedModel was successfully loaded.",
@@ -113,11 +114,11 @@ class ServingMetrics:
             ":tensorflow:serving:batching_session:wrapped_run_count",
             "Total count of run calls on the wrapped session", registry=r,
         )  # fmt: skip
-        self.version_state = Gauge(
+        self.version_state = self._version_gauge(
             "rollway_serving_model_version_state",
             "ModelVersionStatus.State of each version (10 START ... 30 AVAILABLE ... 50 END).",
-            ["model_name", "version"], registry=r, multiprocess_mode="livemin",
-        )  # fmt: skip
+            mode="livemin",
+        )
         # --assignments (core/assignments)
         self.generation_in_force = Gauge(
             "rollway_serving_assignment_generation",
@@ -129,22 +130,32 @@ class ServingMetrics:
             "Seconds from reading the assignments to every assigned version AVAILABLE.",
             registry=r, multiprocess_mode="livemax",
         )  # fmt: skip
-        self.fetch_bytes = Gauge(
+        self.fetch_bytes = self._version_gauge(
             "rollway_serving_fetch_bytes",
             "Bytes fetched from the store by each version's last fetch "
             "(intact cached files not counted).",
-            ["model_name", "version"], registry=r, multiprocess_mode="livemax",
-        )  # fmt: skip
-        self.fetch_seconds = Gauge(
+        )
+        self.fetch_seconds = self._version_gauge(
             "rollway_serving_fetch_seconds",
             "Seconds fetching and verifying each version's files (last fetch).",
-            ["model_name", "version"], registry=r, multiprocess_mode="livemax",
-        )  # fmt: skip
+        )
         self.follow_failures = Counter(
             "rollway_serving_follow_failures",
             "Failed reads or swaps while following assignments (each is retried).",
             ["model_name"], registry=r,
         )  # fmt: skip
+
+    def _latency(self, name: str, help: str, labels: list[str]) -> Histogram:
+        """A latency in microseconds, with TF Serving's buckets."""
+        return Histogram(name, help, labels, buckets=LATENCY_BUCKETS_US, registry=self.registry)
+
+    def _version_gauge(
+        self, name: str, help: str, mode: Literal["livemin", "livemax"] = "livemax"
+    ) -> Gauge:
+        """A gauge per model version; ``mode`` combines the --workers processes' values."""
+        return Gauge(
+            name, help, ["model_name", "version"], registry=self.registry, multiprocess_mode=mode
+        )
 
     @contextmanager
     def runtime(self, model_name: str, api: str) -> Iterator[None]:

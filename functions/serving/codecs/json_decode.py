@@ -27,7 +27,12 @@ import numpy as np
 
 from functions.serving.codecs import json_tensor
 from functions.serving.codecs.json_text import clip, value_to_string
-from functions.serving.codecs.json_values import check_object, is_b64, signature_name
+from functions.serving.codecs.json_values import (
+    check_object,
+    is_b64,
+    nonempty_array,
+    signature_name,
+)
 from functions.serving.codecs.specs import TensorSpec
 from loader.errors import InvalidArgument, RollwayError
 
@@ -56,15 +61,12 @@ def parse_predict_body(body: Any) -> PredictBody:
             "of 'inputs' or 'instances' keys to exist "
         )
     if _INSTANCES in doc:
-        instances = doc[_INSTANCES]
-        if not isinstance(instances, list):
-            raise InvalidArgument(
-                f"JSON Value: {value_to_string(doc)} Excepting 'instances' to be an list/array"
-            )
-        if not instances:
-            raise InvalidArgument(
-                f"JSON Value: {value_to_string(doc)} No values in 'instances' array"
-            )
+        instances = nonempty_array(
+            doc,
+            _INSTANCES,
+            "Excepting 'instances' to be an list/array",
+            "No values in 'instances' array",
+        )
         return PredictBody(name, JsonFormat.ROW, instances)
     if _INPUTS in doc:
         return PredictBody(name, JsonFormat.COLUMNAR, doc[_INPUTS])

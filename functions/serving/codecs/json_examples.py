@@ -22,6 +22,7 @@ from functions.serving.codecs.json_values import (
     is_b64,
     json_type,
     lossy,
+    nonempty_array,
     signature_name,
 )
 from loader.errors import InvalidArgument
@@ -110,15 +111,12 @@ def parse_examples_body(body: Any) -> tuple[str, Any]:
             f"JSON Value: {value_to_string(doc)} When method is classify, key 'examples' is "
             "expected and was not found"
         )
-    examples = doc[_EXAMPLES]
-    if not isinstance(examples, list):
-        raise InvalidArgument(
-            f"JSON Value: {value_to_string(doc)} Expecting 'examples' value to be an list/array"
-        )
-    if not examples:
-        raise InvalidArgument(
-            f"JSON Value: {value_to_string(doc)} 'examples' value is an empty array"
-        )
+    examples = nonempty_array(
+        doc,
+        _EXAMPLES,
+        "Expecting 'examples' value to be an list/array",
+        "'examples' value is an empty array",
+    )
     listed = request_input.example_list_with_context if has_context else request_input.example_list
     for example in examples:
         _fill_example(example, listed.examples.add())

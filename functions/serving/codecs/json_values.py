@@ -61,6 +61,17 @@ def signature_name(doc: dict[str, Any]) -> str:
     return name
 
 
+def nonempty_array(doc: dict[str, Any], key: str, not_array: str, empty: str) -> list[Any]:
+    """``doc[key]`` if it is a non-empty JSON array; otherwise InvalidArgument
+    "JSON Value: <doc> " and ``not_array`` or ``empty`` (each API's own text)."""
+    value = doc[key]
+    if not isinstance(value, list):
+        raise InvalidArgument(f"JSON Value: {value_to_string(doc)} {not_array}")
+    if not value:
+        raise InvalidArgument(f"JSON Value: {value_to_string(doc)} {empty}")
+    return value
+
+
 def is_b64(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get(B64), str)
 

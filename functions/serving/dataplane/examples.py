@@ -11,8 +11,8 @@ checks and messages. Results are protocol-neutral (:class:`Classification`,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +31,7 @@ from loader.errors import InvalidArgument
 CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 CLASSES, SCORES, OUTPUTS = "classes", "scores", "outputs"
+_Result = TypeVar("_Result", Classification, Regression)
 
 
 def _input_name(signature: Signature) -> str:
@@ -114,20 +115,35 @@ def _regress(servable: Servable, signature: Signature, examples: npt.NDArray[Any
     return tuple(float(value) for value in values.reshape(-1).astype(np.float32))
 
 
+def _on_signature(
+    servable: Servable,
+    signature_name: str,
+    method: str,
+    run: Callable[[Servable, Signature, npt.NDArray[Any]], _Result],
+    request_input: Any,
+    check_method: bool,
+) -> tuple[Served, _Result]:
+    """Classify or Regress (``run``) with the named signature, looked up (and with
+    ``check_method``, its method checked) before the request's examples are read."""
+    signature = _signature(servable, signature_name, method, check_method)
+    result = run(servable, signature, serialized_examples(request_input))
+    return Served(servable.version_id, signature.name), result
+
+
 def classify_with(
     servable: Servable, signature_name: str, request_input: Any, check_method: bool = False
 ) -> tuple[Served, Classification]:
-    signature = _signature(servable, signature_name, CLASSIFY_METHOD, check_method)
-    result = _classify(servable, signature, serialized_examples(request_input))
-    return Served(servable.version_id, signature.name), result
+    return _on_signature(
+        servable, signature_name, CLASSIFY_METHOD, _classify, request_input, check_method
+    )
 
 
 def regress_with(
     servable: Servable, signature_name: str, request_input: Any, check_method: bool = False
 ) -> tuple[Served, Regression]:
-    signature = _signature(servable, signature_name, REGRESS_METHOD, check_method)
-    result = _regress(servable, signature, serialized_examples(request_input))
-    return Served(servable.version_id, signature.name), result
+    return _on_signature(
+        servable, signature_name, REGRESS_METHOD, _regress, request_input, check_method
+    )
 
 
 def check_tasks(tasks: Sequence[Task]) -> None:

@@ -165,27 +165,24 @@ class _Task:
     error: RollwayError | None = None
 
 
+@dataclass(eq=False)
 class _Queue:
-    def __init__(
-        self,
-        options: BatchingOptions,
-        run: RunFn,
-        on_idle: Callable[[], None],
-        metrics: ServingMetrics,
-    ) -> None:
-        self._options = options
-        self._metrics = metrics
-        self._run = run
-        self._on_idle = on_idle
-        self._cond = threading.Condition()
-        self._tasks: deque[_Task] = deque()
-        self._rows = 0
-        self._workers = 0
+    """The tasks of one batching key, and the workers (up to ``num_batch_threads``,
+    started on demand) that run them; ``on_idle`` is called when the last leaves."""
+
+    options: BatchingOptions
+    run: RunFn
+    on_idle: Callable[[], None]
+    metrics: ServingMetrics
+    _cond: threading.Condition = field(default_factory=threading.Condition, init=False)
+    _tasks: deque[_Task] = field(default_factory=deque, init=False)
+    _rows: int = field(default=0, init=False)  # queued rows, of every task
+    _workers: int = field(default=0, init=False)
 
     def submit(self, inputs: Arrays, rows: int) -> list[_Task]:
         """Enqueues one request, as one task or (splitting) as several pieces,
         all or nothing; returns them in row order."""
-        o = self._options
+        o = self.options
         with self._cond:
             if o.enable_large_batch_splitting:
                 sizes = self._split_sizes(rows)
@@ -222,7 +219,7 @@ class _Queue:
         SplitInputTask): queued rows form full batches of the execution size
         and one open batch; a request that does not fit the open batch fills
         it, then goes on in pieces of the execution size."""
-        o = self._options
+        o = self.options
         limit = o.execution_batch_size
         batches = max(1, math.ceil(self._rows / limit))  # the open one counts, as in TF
         open_rows = self._rows - (batches - 1) * limit
@@ -247,13 +244,13 @@ class _Queue:
 
     def _take(self) -> list[_Task] | None:
         """The next batch, or None when the worker should leave (idle)."""
-        o = self._options
+        o = self.options
         with self._cond:
             while not self._tasks:
                 if not self._cond.wait(IDLE_SECONDS) and not self._tasks:
                     self._workers -= 1
                     if self._workers == 0:
-                        self._on_idle()
+                        self.on_idle()
                     return None
             deadline = self._tasks[0].enqueued + o.batch_timeout_seconds
             limit = o.execution_batch_size
@@ -271,7 +268,7 @@ class _Queue:
             if self._tasks:
                 self._cond.notify()  # what is left is another worker's next batch
             now = time.monotonic()
-            queuing = self._metrics.batching_queuing_latency.labels(BATCH_THREAD_POOL)
+            queuing = self.metrics.batching_queuing_latency.labels(BATCH_THREAD_POOL)
             for task in batch:
                 queuing.observe(microseconds(now - task.enqueued))
             return batch
@@ -286,7 +283,7 @@ class _Queue:
         size = self._padded_size(total)
         try:
             inputs = [t.inputs for t in batch]
-            if self._options.pad_variable_length_inputs:
+            if self.options.pad_variable_length_inputs:
                 inputs = pad_to_common_shape(inputs)
             merged = {name: np.concatenate([i[name] for i in inputs]) for name in inputs[0]}
             if size > total:
@@ -294,8 +291,8 @@ class _Queue:
                     k: np.concatenate([v, np.repeat(v[:1], size - total, axis=0)])
                     for k, v in merged.items()
                 }
-            self._metrics.batching_wrapped_run_count.inc()
-            outputs = self._run(merged)
+            self.metrics.batching_wrapped_run_count.inc()
+            outputs = self.run(merged)
             for name, value in outputs.items():
                 if value.ndim == 0 or value.shape[0] != size:
                     raise InvalidArgument(
@@ -317,7 +314,7 @@ class _Queue:
                 task.done.release()
 
     def _padded_size(self, rows: int) -> int:
-        sizes = self._options.allowed_batch_sizes
+        sizes = self.options.allowed_batch_sizes
         if not sizes:
             return rows
         return sizes[bisect.bisect_left(sizes, rows)]

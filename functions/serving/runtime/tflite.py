@@ -114,26 +114,24 @@ class InterpreterPool:
 Invoke = Callable[[_Slot, Mapping[str, npt.NDArray[Any]], tuple[str, ...]], Arrays]
 
 
+@dataclass(frozen=True, eq=False)
 class TfLiteRunner:
-    """A signature's :data:`servable.Runner` over an :class:`InterpreterPool`."""
+    """A signature's :data:`servable.Runner` over an :class:`InterpreterPool`:
+    ``invoke`` runs signature ``key`` on a free interpreter. With an ``executor``,
+    a request of more than ``chunk_rows`` rows runs in chunks on several at once."""
 
-    def __init__(
-        self,
-        pool: InterpreterPool,
-        key: str,
-        invoke: Invoke,
-        chunk_rows: int = 0,
-        executor: ThreadPoolExecutor | None = None,
-    ) -> None:
-        self._pool, self._key, self._invoke = pool, key, invoke
-        self._chunk_rows, self._executor = chunk_rows, executor
+    pool: InterpreterPool
+    key: str
+    invoke: Invoke
+    chunk_rows: int = 0
+    executor: ThreadPoolExecutor | None = None
 
     def __call__(self, inputs: Mapping[str, npt.NDArray[Any]], outputs: tuple[str, ...]) -> Arrays:
-        ranges = self._chunks(inputs) if self._executor is not None else []
-        if not ranges or self._executor is None:
+        ranges = self._chunks(inputs) if self.executor is not None else []
+        if not ranges or self.executor is None:
             return self._run(inputs, outputs)
         parts = [{k: v[lo:hi] for k, v in inputs.items()} for lo, hi in ranges]
-        rest = [self._executor.submit(self._run, part, outputs) for part in parts[1:]]
+        rest = [self.executor.submit(self._run, part, outputs) for part in parts[1:]]
         try:
             results = [self._run(parts[0], outputs)]
         finally:
@@ -147,17 +145,17 @@ class TfLiteRunner:
 
     def _chunks(self, inputs: Mapping[str, npt.NDArray[Any]]) -> list[tuple[int, int]]:
         sizes = {array.shape[0] if array.ndim else -1 for array in inputs.values()}
-        if not self._chunk_rows or len(sizes) != 1:
+        if not self.chunk_rows or len(sizes) != 1:
             return []
-        rows, step = sizes.pop(), self._chunk_rows
+        rows, step = sizes.pop(), self.chunk_rows
         return [(lo, min(lo + step, rows)) for lo in range(0, rows, step)] if rows > step else []
 
     def _run(self, inputs: Mapping[str, npt.NDArray[Any]], outputs: tuple[str, ...]) -> Arrays:
         shapes = tuple([inputs[name].shape for name in sorted(inputs)])
-        slot = self._pool.take(self._key, shapes)
+        slot = self.pool.take(self.key, shapes)
         try:
-            result = self._invoke(slot, inputs, outputs)
-            slot.last[self._key] = shapes
+            result = self.invoke(slot, inputs, outputs)
+            slot.last[self.key] = shapes
         except (RuntimeError, ValueError) as err:
             slot.forget()
             raise InvalidArgument(tflite_error_message(err)) from err
@@ -165,7 +163,7 @@ class TfLiteRunner:
             slot.forget()
             raise
         finally:
-            self._pool.give(slot)
+            self.pool.give(slot)
         for name, value in result.items():
             if value.dtype.kind == "S":  # TFLite strings as the codecs carry them
                 result[name] = value.astype(object)
