@@ -53,12 +53,10 @@ from urllib.parse import urlsplit
 from cloudevents.core.base import BaseCloudEvent
 
 from loader import display, proto_json
+from loader.decisions import Archive, Decision, Ignored, Published, Rejected
 from loader.decode_minio import (
     DIGEST_SUFFIX,
-    ArchiveFormat,
-    Malformed,
     ObjectEvent,
-    OtherObject,
     archive_of,
     is_notification,
     object_events,
@@ -77,58 +75,27 @@ from loader.schemas.rollway.v1.events_pb2 import ModelPublished
 from loader.storage import BACKENDS, scheme_of
 from loader.versions import parse_version
 
+# The decisions (defined in loader.decisions) are part of this module's API.
+__all__ = [
+    "MAX_EVENT_BYTES",
+    "MAX_ID_CHARS",
+    "Archive",
+    "Decision",
+    "DecodeConfig",
+    "Ignored",
+    "IncomingRecord",
+    "Published",
+    "Rejected",
+    "decode_http",
+    "decode_record",
+]
+
 MAX_EVENT_BYTES = 1024 * 1024  # for the value, and again for key plus headers
 MAX_ID_CHARS = display.MAX_NAME_CHARS  # longer or unprintable ids are refused
 _OTHER_ROLLWAY_TYPES = frozenset(EVENT_TYPES.values()) - {MODEL_PUBLISHED}
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _FORBIDDEN = re.compile(r"[\\%?#]")
-
-
-@dataclass(frozen=True)
-class Archive:
-    """A version packed in one file; ``sha256`` (from the event) or else the
-    digest file at ``digest_uri`` gives its expected digest."""
-
-    uri: str
-    digest_uri: str | None
-    sha256: str | None
-    format: ArchiveFormat
-
-
-@dataclass(frozen=True)
-class Published:
-    """``version_uri`` is the version directory, or the archive (then ``archive``
-    is set and ``manifest_sha256`` is None). ``event_id`` is the CloudEvent id,
-    ``<bucket>/<key>@<sequencer|eTag>`` for MinIO, or ``sha256:<hex of the value>``."""
-
-    model: str
-    version: int
-    version_uri: str
-    manifest_sha256: str | None
-    event_id: str
-    source_record: str
-    archive: Archive | None = None
-
-
-@dataclass(frozen=True)
-class Ignored:
-    reason: str
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """Fields beyond ``reason`` are filled when the event names them validly."""
-
-    reason: str
-    model: str = ""
-    version: int = -1
-    version_uri: str = ""
-    source_record: str = ""
-    event_id: str = ""
-
-
-Decision = Published | Ignored | Rejected
 
 
 @dataclass(frozen=True)
@@ -339,12 +306,12 @@ def _model_published_problem(
 
 
 def _from_minio(
-    event: ObjectEvent | OtherObject | Malformed, config: DecodeConfig, source: str
+    event: ObjectEvent | Ignored | Rejected, config: DecodeConfig, source: str
 ) -> Decision:
-    if isinstance(event, OtherObject):
-        return Ignored(event.reason)
-    if isinstance(event, Malformed):
-        return Rejected(event.reason, source_record=source)
+    if isinstance(event, Ignored):
+        return event
+    if isinstance(event, Rejected):
+        return dataclasses.replace(event, source_record=source)
     uri = f"s3://{event.bucket}/{event.path}"
     version = parse_version(event.version)
     problem = _name_problem("bucket", event.bucket) or _name_problem("model", event.model)

@@ -7,31 +7,32 @@ JSON value MinIO publishes to Kafka for ``mc event add ... --event put``:
 record key ``<bucket>/<key>``. ``Records[i].s3.object.key`` is URL-encoded
 (``%2F`` for ``/``, ``+`` for a space); the top-level ``Key`` is not.
 
-``object_events`` gives one entry per Record, in order:
+``object_events`` gives one entry per Record, in order (the last two are
+``loader.decisions``' types, as ``loader.decode`` returns them):
 
 - ``ObjectEvent``: an ``s3:ObjectCreated:*`` on ``<dirs>/<model>/<version>/rollway-manifest.json``
   (a version directory is complete) or on ``<dirs>/<model>/<version>.<ext>.sha256``
   (an archive is complete: its digest file is written after it);
-- ``OtherObject``: well formed, but no such object (another file, a removal). Decided
+- ``Ignored``: well formed, but no such object (another file, a removal). Decided
   from the event name and the key's last segment alone, because most records
   of a publish are for the version's other files;
-- ``Malformed``: a record the loader would act on, but cannot read.
+- ``Rejected``: a record the loader would act on, but cannot read (only its
+  ``reason`` is set; ``loader.decode`` adds the source record).
 
 When some record is acted on, the record key and ``Key`` must each name one of
 the notification's objects as ``<bucket>/<key>``; if not, the whole
-notification is one ``Malformed``.
+notification is one ``Rejected``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import unquote_plus
 
 from loader import display
+from loader.decisions import ArchiveFormat, Ignored, Rejected
 from loader.manifest import MANIFEST_NAME
-
-ArchiveFormat = Literal["tar", "tar.gz", "zip"]
 
 # Archive name suffix -> format. A digest file is "<archive name>.sha256".
 ARCHIVE_SUFFIXES: tuple[tuple[str, ArchiveFormat], ...] = (
@@ -59,18 +60,6 @@ class ObjectEvent:
     event_id: str  # "<bucket>/<key>@<sequencer or eTag>"
 
 
-@dataclass(frozen=True)
-class OtherObject:
-    """Not a manifest or an archive digest being created: nothing to load."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class Malformed:
-    reason: str
-
-
 def is_notification(document: dict[str, Any]) -> bool:
     return "Records" in document or "EventName" in document
 
@@ -85,31 +74,31 @@ def archive_of(name: str) -> tuple[str, ArchiveFormat] | None:
 
 def object_events(
     document: dict[str, Any], record_key: str | None
-) -> list[ObjectEvent | OtherObject | Malformed]:
+) -> list[ObjectEvent | Ignored | Rejected]:
     records = document.get("Records")
     if not isinstance(records, list) or not records:
-        return [Malformed("MinIO notification has no Records list")]
+        return [Rejected("MinIO notification has no Records list")]
     events = [_event(index, record) for index, record in enumerate(records)]
     if any(isinstance(event, ObjectEvent) for event in events):
         problem = _key_problem(document, records, record_key)
         if problem:
-            return [Malformed(problem)]
+            return [Rejected(problem)]
     return events
 
 
-def _event(index: int, record: Any) -> ObjectEvent | OtherObject | Malformed:
+def _event(index: int, record: Any) -> ObjectEvent | Ignored | Rejected:
     where = f"Records[{index}]"
     if not isinstance(record, dict):
-        return Malformed(f"{where} is not a JSON object")
+        return Rejected(f"{where} is not a JSON object")
     name = record.get("eventName")
     if not isinstance(name, str):
-        return Malformed(f"{where} has no eventName")
+        return Rejected(f"{where} has no eventName")
     if not name.startswith(CREATED):
-        return OtherObject(f"{display.quoted(name)} is not an object creation")
+        return Ignored(f"{display.quoted(name)} is not an object creation")
     s3 = _object(record.get("s3"))
     raw_key = _object(s3.get("object")).get("key")
     if not isinstance(raw_key, str):
-        return Malformed(f"{where} has no s3.object.key")
+        return Rejected(f"{where} has no s3.object.key")
     key = unquote_plus(raw_key)
     parent, _, leaf = key.rpartition("/")
     if leaf == MANIFEST_NAME:
@@ -119,19 +108,17 @@ def _event(index: int, record: Any) -> ObjectEvent | OtherObject | Malformed:
     else:
         archive = archive_of(leaf[: -len(DIGEST_SUFFIX)]) if leaf.endswith(DIGEST_SUFFIX) else None
         if archive is None:
-            return OtherObject(
-                f"{display.quoted(key)} is not a version manifest or an archive digest"
-            )
+            return Ignored(f"{display.quoted(key)} is not a version manifest or an archive digest")
         version, archive_format = archive
         if not (version.isascii() and version.isdigit()):
             # ".sha256" is a common name; only "<version>.<ext>.sha256" is ours.
-            return OtherObject(f"{display.quoted(key)} is not the digest of a version archive")
+            return Ignored(f"{display.quoted(key)} is not the digest of a version archive")
         model, path = parent.rpartition("/")[2], key[: -len(DIGEST_SUFFIX)]
     bucket = _object(s3.get("bucket")).get("name")
     if not isinstance(bucket, str) or not bucket:
-        return Malformed(f"{where} has no s3.bucket.name")
+        return Rejected(f"{where} has no s3.bucket.name")
     if not version or not model:
-        return Malformed(
+        return Rejected(
             f"object key {display.quoted(key)} names no <model>/<version> in the bucket"
         )
     obj = _object(s3.get("object"))

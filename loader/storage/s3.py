@@ -40,17 +40,7 @@ import botocore.exceptions as bce
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-from loader import backoff, display
-from loader.errors import (
-    ConfigError,
-    Internal,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    RollwayError,
-    Unauthenticated,
-    Unavailable,
-)
+from loader import backoff, display, errors
 from loader.settings_values import parse_bool
 from loader.storage.base import BodyReader, ObjectInfo, Storage, check_key
 
@@ -85,7 +75,7 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     try:
         return parse_bool(value)
     except ValueError as err:
-        raise ConfigError(f"{name} {err}") from None
+        raise errors.ConfigError(f"{name} {err}") from None
 
 
 @dataclass(frozen=True)
@@ -115,7 +105,7 @@ class S3Settings:
         if endpoint is not None and (
             urlsplit(endpoint).scheme not in ("http", "https") or "@" in urlsplit(endpoint).netloc
         ):
-            raise ConfigError(
+            raise errors.ConfigError(
                 f"S3 endpoint {display.uri(endpoint)!r} must be an http(s) URL without credentials"
             )
         region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
@@ -170,7 +160,7 @@ _UNAVAILABLE = {
 }  # fmt: skip
 
 
-def map_error(err: Exception, uri: str, endpoint: str) -> RollwayError:
+def map_error(err: Exception, uri: str, endpoint: str) -> errors.RollwayError:
     """The one translation of boto3/botocore failures into the error tree.
     Messages carry the URI, the endpoint and S3's error code, never a credential."""
     if isinstance(err, bce.ClientError):
@@ -178,28 +168,30 @@ def map_error(err: Exception, uri: str, endpoint: str) -> RollwayError:
         status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
         if code == "NoSuchBucket":
             bucket = urlsplit(uri).netloc
-            return NotFound(f"S3 bucket {bucket!r} does not exist at {endpoint} (for {uri})")
+            return errors.NotFound(f"S3 bucket {bucket!r} does not exist at {endpoint} (for {uri})")
         if code in _NOT_FOUND:
-            return NotFound(f"{uri} does not exist")
+            return errors.NotFound(f"{uri} does not exist")
         if code in _UNAUTHENTICATED:
-            return Unauthenticated(f"S3 rejected the credentials for {uri}: {code}")
+            return errors.Unauthenticated(f"S3 rejected the credentials for {uri}: {code}")
         if code in _DENIED:
-            return PermissionDenied(f"S3 denied access to {uri}: {code}")
+            return errors.PermissionDenied(f"S3 denied access to {uri}: {code}")
         if code in _UNAVAILABLE or status >= 500:
-            return Unavailable(f"S3 at {endpoint} is unavailable for {uri}: {code or status}")
+            return errors.Unavailable(
+                f"S3 at {endpoint} is unavailable for {uri}: {code or status}"
+            )
         message = str(err.response.get("Error", {}).get("Message", ""))
-        return Internal(f"S3 failed on {uri}: {code or status} {message}".rstrip())
+        return errors.Internal(f"S3 failed on {uri}: {code or status} {message}".rstrip())
     if isinstance(err, bce.NoCredentialsError | bce.PartialCredentialsError):
-        return Unauthenticated(f"no usable S3 credentials for {uri}: set AWS_ACCESS_KEY_ID")
+        return errors.Unauthenticated(f"no usable S3 credentials for {uri}: set AWS_ACCESS_KEY_ID")
     if isinstance(err, bce.SSLError):
-        return Unavailable(
+        return errors.Unavailable(
             f"TLS handshake with {endpoint} failed for {uri}; set AWS_CA_BUNDLE or S3_VERIFY_SSL=0"
         )
     if isinstance(err, bce.ConnectionError | bce.HTTPClientError | bce.IncompleteReadError):
-        return Unavailable(f"cannot reach S3 at {endpoint} for {uri}: {type(err).__name__}")
-    if isinstance(err, RollwayError):
+        return errors.Unavailable(f"cannot reach S3 at {endpoint} for {uri}: {type(err).__name__}")
+    if isinstance(err, errors.RollwayError):
         return err
-    return Internal(f"S3 failed on {uri}: {type(err).__name__}")
+    return errors.Internal(f"S3 failed on {uri}: {type(err).__name__}")
 
 
 _ERRORS = (bce.BotoCoreError, bce.ClientError)
@@ -234,9 +226,9 @@ class S3Storage(Storage):
     def __init__(self, uri: str, settings: S3Settings) -> None:
         parts = urlsplit(uri)
         if parts.scheme.lower() != "s3" or not parts.hostname:
-            raise InvalidArgument(f"{display.uri(uri)!r} is not an s3://bucket/prefix URI")
+            raise errors.InvalidArgument(f"{display.uri(uri)!r} is not an s3://bucket/prefix URI")
         if parts.username or parts.password:
-            raise InvalidArgument(
+            raise errors.InvalidArgument(
                 f"{display.uri(uri)!r} embeds credentials; set AWS_ACCESS_KEY_ID instead"
             )
         self.bucket = parts.netloc
@@ -249,10 +241,10 @@ class S3Storage(Storage):
 
     def _key(self, key: str) -> str:
         if not key or key.endswith("/"):
-            raise InvalidArgument(f"storage key {key!r} must name a file")
+            raise errors.InvalidArgument(f"storage key {key!r} must name a file")
         return self.prefix + check_key(key)
 
-    def _error(self, err: Exception, key: str) -> RollwayError:
+    def _error(self, err: Exception, key: str) -> errors.RollwayError:
         return map_error(err, self.join(key), self.endpoint)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -292,7 +284,7 @@ class S3Storage(Storage):
     def open_read(self, key: str, start: int = 0, length: int | None = None) -> BinaryIO:
         s3key = self._key(key)
         if start < 0 or (length is not None and length < 0):
-            raise InvalidArgument(f"invalid range start={start} length={length} for {key!r}")
+            raise errors.InvalidArgument(f"invalid range start={start} length={length} for {key!r}")
         if length == 0:
             self.stat(key)  # NotFound still applies
             return io.BytesIO()
@@ -346,7 +338,9 @@ class S3Storage(Storage):
                 # 409: a concurrent conditional write is in flight and may still
                 # fail; AWS says retry. If that write landed, the retry answers 412.
                 raise _Conflict
-        raise Unavailable(f"concurrent conditional writes kept conflicting on {self.join(key)}")
+        raise errors.Unavailable(
+            f"concurrent conditional writes kept conflicting on {self.join(key)}"
+        )
 
     def delete(self, key: str) -> None:
         # S3 answers 204 for an absent key too: deleting is idempotent.
@@ -370,5 +364,7 @@ def _read_exactly(source: BinaryIO, size: int, uri: str) -> bytes:
     while len(data) < size and (chunk := source.read(size - len(data))):
         data += chunk
     if len(data) != size or source.read(1):
-        raise InvalidArgument(f"the source for {uri} does not hold the declared {size} bytes")
+        raise errors.InvalidArgument(
+            f"the source for {uri} does not hold the declared {size} bytes"
+        )
     return bytes(data)

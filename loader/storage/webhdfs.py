@@ -44,34 +44,24 @@ from urllib.parse import quote, unquote, urlsplit
 
 import requests
 
-from loader import display
-from loader.errors import (
-    AlreadyExists,
-    Internal,
-    InvalidArgument,
-    NotFound,
-    PermissionDenied,
-    RollwayError,
-    Unauthenticated,
-    Unavailable,
-)
+from loader import display, errors
 from loader.storage.base import BodyReader, ObjectInfo, Storage, check_key
 
 _TMP_MARK = ".rollway-tmp-"
 TIMEOUT = (10, 120)  # seconds: connect, and between bytes
-_BY_EXCEPTION: dict[str, type[RollwayError]] = {
-    "FileNotFoundException": NotFound,
-    "AccessControlException": PermissionDenied,
-    "SecurityException": Unauthenticated,
-    "AuthenticationException": Unauthenticated,
-    "InvalidToken": Unauthenticated,
-    "FileAlreadyExistsException": AlreadyExists,
-    "StandbyException": Unavailable,
-    "RetriableException": Unavailable,
-    "SafeModeException": Unavailable,
-    "IllegalArgumentException": InvalidArgument,
-    "InvalidPathException": InvalidArgument,
-    "UnsupportedOperationException": Internal,
+_BY_EXCEPTION: dict[str, type[errors.RollwayError]] = {
+    "FileNotFoundException": errors.NotFound,
+    "AccessControlException": errors.PermissionDenied,
+    "SecurityException": errors.Unauthenticated,
+    "AuthenticationException": errors.Unauthenticated,
+    "InvalidToken": errors.Unauthenticated,
+    "FileAlreadyExistsException": errors.AlreadyExists,
+    "StandbyException": errors.Unavailable,
+    "RetriableException": errors.Unavailable,
+    "SafeModeException": errors.Unavailable,
+    "IllegalArgumentException": errors.InvalidArgument,
+    "InvalidPathException": errors.InvalidArgument,
+    "UnsupportedOperationException": errors.Internal,
 }
 
 
@@ -108,7 +98,7 @@ class _Response(BodyReader):
         try:
             data: bytes = self._response.raw.read(want)
         except Exception as err:  # urllib3's errors: the connection broke mid-body
-            raise Unavailable(f"reading {self._uri} failed: {type(err).__name__}") from None
+            raise errors.Unavailable(f"reading {self._uri} failed: {type(err).__name__}") from None
         return data
 
     def release(self) -> None:
@@ -120,7 +110,9 @@ class WebHdfsStorage(Storage):
         parts = urlsplit(uri)
         scheme = parts.scheme.lower()
         if scheme not in ("webhdfs", "webhdfss") or not parts.hostname:
-            raise InvalidArgument(f"{display.uri(uri)!r} is not a webhdfs://host:port/path URI")
+            raise errors.InvalidArgument(
+                f"{display.uri(uri)!r} is not a webhdfs://host:port/path URI"
+            )
         tls = scheme == "webhdfss"
         port = parts.port or (9871 if tls else 9870)
         self.endpoint = f"{'https' if tls else 'http'}://{parts.hostname}:{port}"
@@ -134,7 +126,7 @@ class WebHdfsStorage(Storage):
 
     def _path(self, key: str) -> str:
         if not key or key.endswith("/"):
-            raise InvalidArgument(f"storage key {key!r} must name a file")
+            raise errors.InvalidArgument(f"storage key {key!r} must name a file")
         return posixpath.join(self.root, check_key(key))
 
     def _call(self, method: str, path: str, op: str, key: str, **params: str) -> requests.Response:
@@ -153,13 +145,13 @@ class WebHdfsStorage(Storage):
             raise self._error(response, key)
         return response
 
-    def _unreachable(self, err: Exception, key: str) -> RollwayError:
+    def _unreachable(self, err: Exception, key: str) -> errors.RollwayError:
         # Never str(err): requests puts the URL, and so any token, in it.
-        return Unavailable(
+        return errors.Unavailable(
             f"cannot reach WebHDFS at {self.endpoint} for {self.join(key)}: {type(err).__name__}"
         )
 
-    def _error(self, response: requests.Response, key: str) -> RollwayError:
+    def _error(self, response: requests.Response, key: str) -> errors.RollwayError:
         """Maps a RemoteException (or a bare HTTP status) into the error tree."""
         uri = self.join(key)
         try:
@@ -177,13 +169,13 @@ class WebHdfsStorage(Storage):
         cls = _BY_EXCEPTION.get(name)
         if cls is None:
             if status == 401:
-                cls = Unauthenticated
+                cls = errors.Unauthenticated
             elif status == 404:
-                cls = NotFound
+                cls = errors.NotFound
             elif status == 403 and not name:
-                cls = PermissionDenied
+                cls = errors.PermissionDenied
             else:  # other Java IOExceptions are mostly DataNode trouble: retry
-                cls = Unavailable if name or status >= 500 else Internal
+                cls = errors.Unavailable if name or status >= 500 else errors.Internal
         return cls(f"WebHDFS failed on {uri}: {detail}")
 
     def _walk(self, directory: str) -> Iterator[tuple[str, int]]:
@@ -191,7 +183,7 @@ class WebHdfsStorage(Storage):
         try:
             where = "" if directory == self.root else posixpath.relpath(directory, self.root)
             reply = self._call("GET", directory, "LISTSTATUS", where)
-        except NotFound:
+        except errors.NotFound:
             return
         for status in reply.json()["FileStatuses"]["FileStatus"]:
             path = posixpath.join(directory, status["pathSuffix"]).rstrip("/")
@@ -215,13 +207,13 @@ class WebHdfsStorage(Storage):
     def stat(self, key: str) -> ObjectInfo:
         status = self._call("GET", self._path(key), "GETFILESTATUS", key).json()["FileStatus"]
         if status["type"] != "FILE":
-            raise NotFound(f"{self.join(key)} is not a file")
+            raise errors.NotFound(f"{self.join(key)} is not a file")
         return ObjectInfo(key, int(status["length"]))
 
     def open_read(self, key: str, start: int = 0, length: int | None = None) -> BinaryIO:
         path = self._path(key)
         if start < 0 or (length is not None and length < 0):
-            raise InvalidArgument(f"invalid range start={start} length={length} for {key!r}")
+            raise errors.InvalidArgument(f"invalid range start={start} length={length} for {key!r}")
         params: dict[str, str] = {}
         # HDFS refuses offsets past the end, where the contract wants b"".
         if (start or length == 0) and (length == 0 or start >= self.stat(key).size):
@@ -238,7 +230,7 @@ class WebHdfsStorage(Storage):
         reply = self._call("PUT", path, "CREATE", key, overwrite="true")
         location = reply.headers.get("Location") or reply.json().get("Location")
         if not location:
-            raise Internal(f"WebHDFS gave no DataNode location to write {self.join(key)}")
+            raise errors.Internal(f"WebHDFS gave no DataNode location to write {self.join(key)}")
         try:
             written = self._session.put(
                 location, data=source, timeout=TIMEOUT,
@@ -260,7 +252,7 @@ class WebHdfsStorage(Storage):
 
     def _discard(self, path: str) -> None:
         # Best effort: a leftover temporary file is hidden from list().
-        with contextlib.suppress(RollwayError):
+        with contextlib.suppress(errors.RollwayError):
             self._call("DELETE", path, "DELETE", posixpath.relpath(path, self.root))
 
     def write(self, key: str, source: BinaryIO, size: int | None = None) -> ObjectInfo:
@@ -271,7 +263,7 @@ class WebHdfsStorage(Storage):
             if not self._rename(temp, path, key, "OVERWRITE"):
                 self.delete(key)  # an HttpFS gateway: the old rename will not overwrite
                 if not self._rename(temp, path, key, "OVERWRITE"):
-                    raise Unavailable(f"WebHDFS could not rename into {self.join(key)}")
+                    raise errors.Unavailable(f"WebHDFS could not rename into {self.join(key)}")
         except BaseException:
             self._discard(temp)
             raise
@@ -284,7 +276,7 @@ class WebHdfsStorage(Storage):
         try:
             self._upload(temp, key, io.BytesIO(data))
             created = self._rename(temp, path, key, "NONE")
-        except AlreadyExists:
+        except errors.AlreadyExists:
             pass
         finally:
             if not created:
